@@ -1,0 +1,69 @@
+"""Configuration from the environment: ``DM_JOBD_*`` plus dm-job's own variable names.
+
+dm-job's names (``DMSS_URL``, ``SCHEDULER_ENVS_TO_EXPORT``, the ``AZURE_*`` ones) keep working so a
+deployment can switch from dm-job without renaming its secrets.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+__all__ = ["Settings"]
+
+
+def _split(value: object, sep: str) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(sep) if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DM_JOBD_", extra="ignore")
+
+    amqp_url: SecretStr | None = Field(
+        default=None, description="Broker URL; when unset, `dm-jobd run` starts a private local broker"
+    )
+    state_dir: Path = Field(default=Path(".state"), description="Project-local folder for all state")
+    store: Path | None = Field(default=None, description="SQLite file; default <state_dir>/jobd.sqlite3")
+    enable_shell: bool = Field(default=False, description="Allow the shell runner (runs arbitrary scripts)")
+    plugin_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Folders of dm-job style handler folders (os.pathsep-separated)"
+    )
+    max_body_bytes: int = Field(default=1 << 20, gt=0)
+    prefetch: int = Field(default=128, gt=0)
+    delivery_limit: int = Field(default=5, gt=0)
+    poll_min_seconds: float = Field(default=0.05, gt=0)
+    poll_max_seconds: float = Field(default=5.0, gt=0)
+    default_time_limit_seconds: float | None = Field(default=None, gt=0)
+    log_lines: int = Field(default=200, gt=0, description="Log lines kept per job")
+    event_log_lines: int = Field(default=10, ge=0, description="Last log lines carried in each event")
+    event_source: str = Field(default="dm-jobd")
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "info"
+    rpc_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    dmss_url: str | None = Field(default=None, validation_alias=AliasChoices("DM_JOBD_DMSS_URL", "DMSS_URL"))
+    envs_to_export: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("DM_JOBD_ENVS_TO_EXPORT", "SCHEDULER_ENVS_TO_EXPORT"),
+    )
+
+    @field_validator("plugin_dirs", mode="before")
+    @classmethod
+    def _paths(cls, value: object) -> object:
+        return _split(value, os.pathsep)
+
+    @field_validator("envs_to_export", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        return _split(value, ",")
+
+    @property
+    def store_path(self) -> Path:
+        return self.store if self.store is not None else self.state_dir / "jobd.sqlite3"

@@ -1,0 +1,76 @@
+"""Errors that cross the daemon's boundary, each with a stable machine-readable code.
+
+Every answer's ``error.code`` is one of :class:`ErrorCode`; callers branch on the code and show the
+message. Messages never carry a token or other secret.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "BadCommand",
+    "ErrorCode",
+    "JobdError",
+    "NotFinished",
+    "RunnerDisabled",
+    "RunnerError",
+    "UnknownJob",
+    "UnknownRunner",
+]
+
+
+class ErrorCode(StrEnum):
+    BAD_JSON = "bad_json"
+    INVALID = "invalid"
+    UNKNOWN_COMMAND = "unknown_command"
+    TOO_LARGE = "too_large"
+    UNKNOWN_RUNNER = "unknown_runner"
+    RUNNER_DISABLED = "runner_disabled"
+    UNKNOWN_JOB = "unknown_job"
+    NOT_FINISHED = "not_finished"
+    DMSS_NOT_CONFIGURED = "dmss_not_configured"
+    RUNNER_ERROR = "runner_error"
+    INTERNAL = "internal"
+
+
+class JobdError(Exception):
+    """Base of every error the daemon answers with; ``bad_input`` ones are also dead-lettered."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+    #: Refused input: the command is dead-lettered after the answer, never retried.
+    bad_input: bool = True
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadCommand(JobdError):
+    code = ErrorCode.INVALID
+
+
+class UnknownRunner(JobdError):
+    code = ErrorCode.UNKNOWN_RUNNER
+
+
+class RunnerDisabled(JobdError):
+    code = ErrorCode.RUNNER_DISABLED
+
+
+class UnknownJob(JobdError):
+    code = ErrorCode.UNKNOWN_JOB
+
+
+class NotFinished(JobdError):
+    code = ErrorCode.NOT_FINISHED
+    bad_input = False
+
+
+class RunnerError(JobdError):
+    """A runner could not do what was asked (engine unreachable, process gone...)."""
+
+    code = ErrorCode.RUNNER_ERROR
+    bad_input = False

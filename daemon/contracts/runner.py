@@ -1,0 +1,126 @@
+"""The runner contract: what every plugin implements, and what the daemon hands it.
+
+A runner starts a job and returns a *handle*, a small JSON object the daemon persists, so that after a
+restart the runner can find the job again from the handle alone. ``start`` must be idempotent per job
+uid: the daemon may call it again for a job whose handle it never saw persisted (it crashed in between).
+Plugins import this module and nothing else of the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from .status import JobStatus
+
+__all__ = [
+    "Handle",
+    "JobResult",
+    "JobSpec",
+    "Log",
+    "Runner",
+    "RunnerContext",
+    "RunnerPlugin",
+    "RunnerStatus",
+    "RunnerUnavailable",
+    "Started",
+    "WatchingRunner",
+]
+
+#: What a runner persists about a running job (process id, container id, ...). JSON only.
+Handle = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One run of a job, as a runner sees it."""
+
+    uid: str
+    entity: Mapping[str, Any]
+    #: dm-job's environment for the job: DMSS_TOKEN, DMSS_URL, JOB_DMSS_ID, exported and runner variables.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    token: str | None = field(default=None, repr=False)
+    #: The DMSS address of the entity, when it was started by address.
+    address: str | None = None
+
+    @property
+    def runner(self) -> Mapping[str, Any]:
+        runner = self.entity.get("runner")
+        return runner if isinstance(runner, Mapping) else {}
+
+    @property
+    def runner_type(self) -> str:
+        return str(self.runner.get("type", ""))
+
+
+@dataclass(frozen=True)
+class RunnerStatus:
+    """A runner's view of a job at one moment."""
+
+    status: JobStatus
+    message: str | None = None
+    logs: tuple[str, ...] = ()
+    percentage: float | None = None
+
+
+@dataclass(frozen=True)
+class Started:
+    handle: Handle
+    status: RunnerStatus
+
+
+@dataclass(frozen=True)
+class JobResult:
+    data: bytes | str
+    media_type: str = "text/plain"
+
+
+class Log(Protocol):
+    """The slice of a structlog logger that plugins use."""
+
+    def debug(self, event: str, **kw: Any) -> Any: ...
+    def info(self, event: str, **kw: Any) -> Any: ...
+    def warning(self, event: str, **kw: Any) -> Any: ...
+    def error(self, event: str, **kw: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RunnerContext:
+    """What the daemon gives a plugin when it creates its runner."""
+
+    #: The daemon's environment (dm-job's variable names and DM_JOBD_* settings live here).
+    env: Mapping[str, str]
+    #: A folder that is the plugin's own and survives daemon restarts.
+    state_dir: Path
+    log: Log
+
+
+class RunnerUnavailable(Exception):
+    """Raised by a plugin's ``create`` when it is switched off or misconfigured; the reason is shown."""
+
+
+@runtime_checkable
+class Runner(Protocol):
+    async def start(self, job: JobSpec) -> Started: ...
+    async def poll(self, job: JobSpec, handle: Handle) -> RunnerStatus: ...
+    async def result(self, job: JobSpec, handle: Handle) -> JobResult: ...
+    async def stop(self, job: JobSpec, handle: Handle) -> None: ...
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class WatchingRunner(Protocol):
+    """Optional: a runner that can push status changes instead of being polled."""
+
+    def watch(self, job: JobSpec, handle: Handle) -> AsyncIterator[RunnerStatus]: ...
+
+
+class RunnerPlugin(Protocol):
+    """What an entry point in the ``dm_jobd.runners`` group names."""
+
+    #: The runner types (``runner.type`` values) the plugin serves.
+    types: tuple[str, ...]
+
+    def create(self, ctx: RunnerContext) -> Runner: ...

@@ -1,0 +1,1 @@
+"""Runner plugins shipped with dm-jobd. Each imports only ``daemon.contracts``."""
