@@ -1,12 +1,12 @@
 """The contracts: wire models, statuses, errors and the runner protocol. Imports nothing of the rest."""
 
 from .errors import *  # noqa: F403
-from .messages import *  # noqa: F403
-from .runner import *  # noqa: F403
-from .status import *  # noqa: F403
 from .errors import __all__ as _errors
+from .messages import *  # noqa: F403
 from .messages import __all__ as _messages
+from .runner import *  # noqa: F403
 from .runner import __all__ as _runner
+from .status import *  # noqa: F403
 from .status import __all__ as _status
 
 __all__ = [*_errors, *_messages, *_runner, *_status]

@@ -1,0 +1,372 @@
+"""Everything that speaks AMQP, and the only module that imports aio-pika.
+
+The daemon side declares the topology, consumes commands, publishes events with confirms and answers
+on reply queues; the client side makes RPC calls over direct reply-to and subscribes to events. Both
+sit on robust connections, which redeclare what they declared after the broker comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from yarl import URL
+
+__all__ = [
+    "COMMANDS",
+    "DEAD_LETTER",
+    "EVENTS",
+    "AmqpUnavailable",
+    "CommandConsumer",
+    "Delivery",
+    "EventPublisher",
+    "EventSubscription",
+    "Outgoing",
+    "RpcClient",
+    "connect",
+    "declare_topology",
+]
+
+COMMANDS = "dm-job.commands"
+EVENTS = "dm-job.events"
+DEAD_LETTER = "dm-job.dead-letter"
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+COMMAND_BINDINGS = ("job.*", "schedule.*")
+
+
+class AmqpUnavailable(Exception):
+    """The broker could not take a publish (outage, closed channel, negative confirm)."""
+
+
+async def connect(
+    url: str, *, name: str = "dm-jobd", reconnect_interval: float = 0.5
+) -> AbstractRobustConnection:
+    """Open a robust connection; consumers and declarations come back by themselves after an outage."""
+    parsed = URL(url)
+    if "reconnect_interval" not in parsed.query:
+        parsed = parsed.update_query(reconnect_interval=str(reconnect_interval))
+    return await aio_pika.connect_robust(parsed, client_properties={"connection_name": name})
+
+
+async def declare_topology(channel: AbstractChannel, *, delivery_limit: int) -> AbstractQueue:
+    """Declare the exchanges and queues of the wire contract; returns the command queue."""
+    commands = await channel.declare_exchange(COMMANDS, aio_pika.ExchangeType.TOPIC, durable=True)
+    await channel.declare_exchange(EVENTS, aio_pika.ExchangeType.TOPIC, durable=True)
+    dead = await channel.declare_exchange(DEAD_LETTER, aio_pika.ExchangeType.TOPIC, durable=True)
+    dead_queue = await channel.declare_queue(DEAD_LETTER, durable=True, arguments={"x-queue-type": "quorum"})
+    await dead_queue.bind(dead, "#")
+    queue = await channel.declare_queue(
+        COMMANDS,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": delivery_limit,
+            "x-dead-letter-exchange": DEAD_LETTER,
+        },
+    )
+    for key in COMMAND_BINDINGS:
+        await queue.bind(commands, key)
+    return queue
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One command as it arrived, stripped of the AMQP library's types."""
+
+    body: bytes
+    kind: str | None
+    routing_key: str | None
+    message_id: str | None
+    reply_to: str | None
+    correlation_id: str | None
+    user_id: str | None
+    redelivered: bool
+    delivery_count: int
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    routing_key: str
+    message_id: str
+    body: bytes
+
+
+def _delivery(message: AbstractIncomingMessage) -> Delivery:
+    headers = message.headers or {}
+    count = headers.get("x-delivery-count", 0)
+    return Delivery(
+        body=message.body,
+        kind=message.type,
+        routing_key=message.routing_key,
+        message_id=message.message_id,
+        reply_to=message.reply_to,
+        correlation_id=message.correlation_id,
+        user_id=message.user_id,
+        redelivered=bool(message.redelivered),
+        delivery_count=count if isinstance(count, int) else 0,
+    )
+
+
+#: What the consumer does with a delivery once its handler returns: ``ack``, ``dead-letter`` or ``retry``.
+Verdict = str
+Handler = Callable[[Delivery], Awaitable[tuple[Verdict, bytes | None]]]
+
+
+class CommandConsumer:
+    """Consumes the command queue, one task per delivery, bounded by the prefetch count.
+
+    The handler returns a verdict and an optional answer. The answer is published to ``reply_to``
+    before the delivery is settled, so a command whose answer was lost is redelivered and answered
+    again (the idempotency key makes the repeat harmless).
+    """
+
+    def __init__(
+        self, connection: AbstractRobustConnection, handler: Handler, *, prefetch: int, delivery_limit: int
+    ) -> None:
+        self._connection = connection
+        self._handler = handler
+        self._prefetch = prefetch
+        self._delivery_limit = delivery_limit
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel()
+        await self._channel.set_qos(prefetch_count=self._prefetch)
+        self._queue = await declare_topology(self._channel, delivery_limit=self._delivery_limit)
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.create_task(self._process(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        verdict, answer = await self._handler(_delivery(message))
+        if answer is not None and message.reply_to:
+            await self.reply(message.reply_to, message.correlation_id, answer)
+        if verdict == "ack":
+            await message.ack()
+        elif verdict == "dead-letter":
+            await message.reject(requeue=False)
+        else:
+            await message.nack(requeue=True)
+
+    async def reply(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+        """Answer on the default exchange, mandatory off (direct reply-to answers bounce otherwise)."""
+        assert self._channel is not None
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(body, content_type="application/json", correlation_id=correlation_id),
+            routing_key=reply_to,
+            mandatory=False,
+        )
+
+    async def stop(self) -> None:
+        """Stop consuming, then let the commands already taken finish and settle."""
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._tag)
+            self._tag = None
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+
+
+class EventPublisher:
+    """Publishes events to ``dm-job.events`` on a confirming channel."""
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        *,
+        exchange: str = EVENTS,
+        content_type: str = "application/cloudevents+json",
+    ) -> None:
+        self._connection = connection
+        self._exchange_name = exchange
+        self._content_type = content_type
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await self._channel.declare_exchange(
+            self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+
+    async def publish(self, messages: Sequence[Outgoing]) -> list[bool]:
+        """Publish all, wait for every confirm; ``True`` where the broker confirmed."""
+        if self._exchange is None or self._channel is None or self._channel.is_closed:
+            raise AmqpUnavailable("the event channel is not open")
+        exchange = self._exchange
+
+        async def one(m: Outgoing) -> bool:
+            try:
+                await exchange.publish(
+                    aio_pika.Message(
+                        m.body,
+                        content_type=self._content_type,
+                        message_id=m.message_id,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        type=m.routing_key,
+                    ),
+                    routing_key=m.routing_key,
+                    mandatory=False,
+                )
+            except Exception:
+                return False
+            return True
+
+        return list(await asyncio.gather(*(one(m) for m in messages)))
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+
+
+class RpcClient:
+    """Sends commands and awaits their answers over RabbitMQ's direct reply-to."""
+
+    def __init__(self, connection: AbstractRobustConnection) -> None:
+        self._connection = connection
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._waiting: dict[str, asyncio.Future[bytes]] = {}
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel(publisher_confirms=False)
+        self._exchange = await self._channel.declare_exchange(
+            COMMANDS, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        replies = await self._channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+        await replies.consume(self._on_reply, no_ack=True)
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._waiting.pop(message.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(message.body)
+
+    async def send(
+        self,
+        kind: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        expect_reply: bool = True,
+        timeout: float = 30.0,
+    ) -> bytes | None:
+        """Publish one command; with ``expect_reply`` wait for its answer (``TimeoutError`` past timeout)."""
+        if self._exchange is None:
+            raise RuntimeError("RpcClient.start() was not called")
+        correlation_id = uuid.uuid4().hex
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            message_id=message_id or uuid.uuid4().hex,
+            type=kind,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            correlation_id=correlation_id if expect_reply else None,
+            reply_to=DIRECT_REPLY_TO if expect_reply else None,
+        )
+        if not expect_reply:
+            await self._exchange.publish(message, routing_key=kind, mandatory=False)
+            return None
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation_id] = future
+        try:
+            await self._exchange.publish(message, routing_key=kind, mandatory=False)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._waiting.pop(correlation_id, None)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+
+
+class EventSubscription:
+    """A private queue bound to ``dm-job.events``; iterate it for the raw event bodies."""
+
+    def __init__(self, connection: AbstractRobustConnection, keys: Sequence[str]) -> None:
+        self._connection = connection
+        self._keys = tuple(keys)
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel()
+        exchange = await self._channel.declare_exchange(EVENTS, aio_pika.ExchangeType.TOPIC, durable=True)
+        self._queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        for key in self._keys:
+            await self._queue.bind(exchange, key)
+        await self._queue.consume(self._on_event, no_ack=True)
+
+    async def _on_event(self, message: AbstractIncomingMessage) -> None:
+        self._inbox.put_nowait((message.routing_key or "", message.body))
+
+    async def get(self, timeout: float | None = None) -> tuple[str, bytes]:
+        """The next event's routing key and body."""
+        return await asyncio.wait_for(self._inbox.get(), timeout)
+
+    async def __aiter__(self) -> AsyncIterator[tuple[str, bytes]]:
+        while True:
+            yield await self._inbox.get()
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+
+
+async def queue_depth(connection: AbstractRobustConnection, name: str) -> int:
+    """Messages ready in a queue (passive declare): tests and tools use it to look at the dead letters."""
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await channel.close()
+
+
+async def drain(
+    connection: AbstractRobustConnection, name: str, *, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Take up to ``limit`` messages from a queue, acked: body, routing key and headers each."""
+    channel = await connection.channel()
+    taken: list[dict[str, Any]] = []
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+        while len(taken) < limit:
+            message = await queue.get(no_ack=True, fail=False)
+            if message is None:
+                break
+            taken.append(
+                {
+                    "body": message.body,
+                    "routing_key": message.routing_key,
+                    "headers": dict(message.headers or {}),
+                    "type": message.type,
+                }
+            )
+    finally:
+        await channel.close()
+    return taken

@@ -1,0 +1,128 @@
+"""The composition root: the only module that wires store, broker, runners and services together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Mapping
+
+import structlog
+
+from . import amqp
+from .config import Settings
+from .contracts import Log, RunnerPlugin
+from .dispatch import Dispatcher
+from .events import EventFactory
+from .jobs import Jobs
+from .outbox import OutboxRelay
+from .registry import Registry
+from .sqlite_store import SqliteStore
+from .supervisor import Supervisor
+
+__all__ = ["Daemon", "runner_environ"]
+
+
+def runner_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment plugins see: the process's, with settings that came from elsewhere made explicit."""
+    env = dict(environ)
+    env["DM_JOBD_ENABLE_SHELL"] = "1" if settings.enable_shell else "0"
+    return env
+
+
+class Daemon:
+    """One running dm-jobd: consume commands, run jobs, relay events. ``async with`` starts and stops it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        amqp_url: str,
+        *,
+        environ: Mapping[str, str] | None = None,
+        plugins: Mapping[str, RunnerPlugin] | None = None,
+        log: Log | None = None,
+    ) -> None:
+        self.settings = settings
+        self.amqp_url = amqp_url
+        self.environ = runner_environ(settings, os.environ if environ is None else environ)
+        self.plugins = plugins
+        self.log: Log = log or structlog.get_logger("dm-jobd")
+        self.store = SqliteStore(settings.store_path)
+        self._stopping = asyncio.Event()
+        self._started = False
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.store.open()
+        self.registry = Registry.load(
+            state_dir=s.state_dir,
+            environ=self.environ,
+            log=self.log,
+            plugin_dirs=s.plugin_dirs,
+            plugins=self.plugins,
+        )
+        events = EventFactory(source=s.event_source, log_lines=s.event_log_lines)
+        self.jobs = Jobs(self.store, self.registry, events, s, self.environ)
+        self.supervisor = Supervisor(
+            self.jobs, log=self.log, poll_min=s.poll_min_seconds, poll_max=s.poll_max_seconds
+        )
+        self.connection = await amqp.connect(self.amqp_url)
+        self.publisher = amqp.EventPublisher(self.connection)
+        await self.publisher.start()
+        self.relay = OutboxRelay(self.store, self.publisher, log=self.log)
+        self.store.on_commit = self.relay.notify
+        self.relay.start()
+        resumed = await self.supervisor.resume()
+        dispatcher = Dispatcher(
+            self.jobs,
+            self.supervisor,
+            log=self.log,
+            max_body_bytes=s.max_body_bytes,
+            delivery_limit=s.delivery_limit,
+        )
+        self.consumer = amqp.CommandConsumer(
+            self.connection, dispatcher, prefetch=s.prefetch, delivery_limit=s.delivery_limit
+        )
+        await self.consumer.start()
+        self._started = True
+        self.log.info(
+            "dm-jobd ready",
+            store=str(s.store_path),
+            resumed=resumed,
+            runners=[e.type for e in self.registry.entries() if e.runner is not None],
+        )
+
+    async def stop(self) -> None:
+        """Stop consuming, finish the commands in hand, flush events; running jobs keep running."""
+        if not self._started:
+            return
+        self._started = False
+        await self.consumer.stop()
+        await self.supervisor.close()
+        await self.relay.close()
+        await self.publisher.close()
+        await self.connection.close()
+        await self.registry.close()
+        await self.store.close()
+        self.log.info("dm-jobd stopped")
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+
+    async def __aenter__(self) -> Daemon:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,226 @@
+"""``dm-jobd``: run the daemon, or talk to one (submit, status, stop, result, events, runners).
+
+Every client command is a thin layer over :class:`daemon.client.JobdClient`. Exit codes: 0 success,
+1 an error answer (or a job that did not complete, for ``submit --wait``), 2 bad usage or no broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .contracts import Answer, CloudEvent, JobStatus
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    pass
+
+
+def _broker_url(settings: Settings) -> str:
+    if settings.amqp_url is not None:
+        return settings.amqp_url.get_secret_value()
+    url_file = settings.state_dir / "broker" / "url"
+    if url_file.exists():
+        return url_file.read_text().strip()
+    raise UsageError(
+        "no broker: set DM_JOBD_AMQP_URL, or start the daemon here with `dm-jobd run` "
+        "(it starts a local broker)"
+    )
+
+
+def _print_answer(answer: Answer, as_json: bool) -> int:
+    if as_json:
+        print(answer.model_dump_json(by_alias=True, indent=2))
+    elif answer.ok:
+        job = answer.job
+        print(f"{answer.uid}  {answer.status.value if answer.status else '-'}  {answer.message}")
+        if job is not None and job.percentage is not None:
+            print(f"  progress: {job.percentage:g}%")
+        if job is not None and job.message and job.message != answer.message:
+            print(f"  {job.message}")
+        for line in job.logs[-10:] if job is not None else []:
+            print(f"  | {line}")
+    else:
+        assert answer.error is not None
+        print(f"error ({answer.error.code.value}): {answer.error.message}", file=sys.stderr)
+    return 0 if answer.ok else 1
+
+
+def _describe(event: CloudEvent) -> str:
+    data = event.data
+    if event.type.endswith(".progress"):
+        pct = f" {data.percentage:g}%" if data.percentage is not None else ""
+        last = f"  | {data.logs[-1]}" if data.logs else ""
+        return f"{event.time:%H:%M:%S}  {data.uid}  progress{pct}{last}"
+    was = f" (was {data.previous_status.value})" if data.previous_status else ""
+    note = f"  {data.message}" if data.message else ""
+    return f"{event.time:%H:%M:%S}  {data.uid}  {data.status.value}{was}{note}"
+
+
+def _load_start_body(path: str) -> dict[str, Any]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise UsageError(f"{path} must hold a JSON object: a job entity, or a job.start body")
+    return body if ("job" in body or "address" in body) else {"job": body}
+
+
+async def _run_daemon(settings: Settings) -> int:
+    from .app import Daemon
+    from .localbroker import LocalBroker, ensure_installed
+
+    broker: LocalBroker | None = None
+    if settings.amqp_url is not None:
+        url = settings.amqp_url.get_secret_value()
+    else:
+        ensure_installed()
+        broker = LocalBroker(settings.state_dir / "broker")
+        print(
+            f"dm-jobd: no DM_JOBD_AMQP_URL; starting a local RabbitMQ in {broker.base_dir}", file=sys.stderr
+        )
+        await broker.start()
+        url = broker.url
+        print(f"dm-jobd: local broker at {url}", file=sys.stderr)
+    if settings.enable_shell:
+        print("dm-jobd: the shell runner is ON: jobs may run any script as this user", file=sys.stderr)
+    try:
+        await Daemon(settings, url).run()
+    finally:
+        if broker is not None:
+            await broker.stop()
+    return 0
+
+
+async def _client_command(args: argparse.Namespace, settings: Settings) -> int:
+    from .client import JobdClient
+
+    client = await JobdClient.connect(_broker_url(settings), timeout=args.timeout)
+    async with client:
+        if args.command == "submit":
+            body = _load_start_body(args.file)
+            raw = await client.call("job.start", body, message_id=args.message_id)
+            answer = Answer.model_validate(raw)
+            code = _print_answer(answer, args.json)
+            if not args.wait or not answer.ok or answer.uid is None:
+                return code
+            return await _follow(client, answer.uid, args.json)
+        if args.command == "status":
+            return _print_answer(await client.status(args.uid), args.json)
+        if args.command == "stop":
+            return _print_answer(await client.stop(args.uid), args.json)
+        if args.command == "result":
+            result = await client.result(args.uid)
+            if not result.ok or args.json:
+                return _print_answer(result, args.json)
+            data: Any = result.result
+            payload = data.encode() if isinstance(data, str) else __import__("base64").b64decode(data.base64)
+            if args.output:
+                Path(args.output).write_bytes(payload)
+            else:
+                sys.stdout.buffer.write(payload)
+                sys.stdout.flush()
+            return 0
+        if args.command == "events":
+            async with client.events(job=args.job) as events:
+                async for event in events:
+                    print(event.model_dump_json(by_alias=True) if args.json else _describe(event), flush=True)
+    return 0
+
+
+async def _follow(client: Any, uid: str, as_json: bool) -> int:
+    """Show a job's changes until it ends; the status query after subscribing catches what came before."""
+    async with client.events(job=uid) as events:
+        current = await client.status(uid)
+        if current.status is not None and current.status.is_terminal:
+            return _print_answer(current, as_json) if as_json else _final(current)
+        async for event in events:
+            print(event.model_dump_json(by_alias=True) if as_json else _describe(event), flush=True)
+            if event.data.status.is_terminal and not event.type.endswith(".progress"):
+                return 0 if event.data.status is JobStatus.COMPLETED else 1
+    return 1
+
+
+def _final(answer: Answer) -> int:
+    print(
+        f"{answer.uid}  {answer.status.value if answer.status else '-'}  "
+        f"{answer.job.message if answer.job else ''}"
+    )
+    return 0 if answer.status is JobStatus.COMPLETED else 1
+
+
+def _runners(settings: Settings) -> int:
+    import structlog
+
+    from .app import runner_environ
+    from .registry import Registry
+
+    registry = Registry.load(
+        state_dir=settings.state_dir,
+        environ=runner_environ(settings, os.environ),
+        log=structlog.get_logger("dm-jobd"),
+        plugin_dirs=settings.plugin_dirs,
+    )
+    for entry in registry.entries():
+        state = "ready" if entry.runner is not None else f"off: {entry.disabled}"
+        print(f"{entry.type}\n  from {entry.origin}\n  {state}")
+    asyncio.run(registry.close())
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dm-jobd", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--json", action="store_true", help="print answers and events as JSON")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the daemon in the foreground")
+    p = sub.add_parser("submit", help="start a job from a JSON file (a job entity or a job.start body)")
+    p.add_argument("file", help="path, or - for standard input")
+    p.add_argument("--wait", action="store_true", help="show status and progress until the job ends")
+    p.add_argument("--message-id", help="idempotency key (default: a new one)")
+    for name, text in (("status", "show a job"), ("stop", "stop a job")):
+        sub.add_parser(name, help=text).add_argument("uid")
+    p = sub.add_parser("result", help="print a completed job's result")
+    p.add_argument("uid")
+    p.add_argument("-o", "--output", help="write the result to this file")
+    p = sub.add_parser("events", help="print events as they happen")
+    p.add_argument("--job", help="only this job's")
+    sub.add_parser("runners", help="list the runner types loaded and where each came from")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    from .logs import configure
+
+    configure(fmt=settings.log_format, level=settings.log_level if args.command == "run" else "warning")
+    try:
+        if args.command == "run":
+            return asyncio.run(_run_daemon(settings))
+        if args.command == "runners":
+            return _runners(settings)
+        return asyncio.run(_client_command(args, settings))
+    except UsageError as exc:
+        print(f"dm-jobd: {exc}", file=sys.stderr)
+        return 2
+    except TimeoutError:
+        print("dm-jobd: no answer in time: is the daemon running?", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""From a raw delivery to an answer: size check, JSON, command model, then the job service.
+
+Bad input is answered with a clear error, logged once and dead-lettered; it never raises out of here.
+A failure of our own (a bug, the store unavailable) is retried through a requeue until the queue's
+delivery limit, and answered as ``internal`` on the last attempt.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from .amqp import Delivery
+from .contracts import (
+    COMMAND_MODELS,
+    Answer,
+    BadCommand,
+    Command,
+    ErrorCode,
+    ErrorInfo,
+    JobdError,
+    Log,
+    ProgressCommand,
+    StartCommand,
+    UidCommand,
+)
+from .jobs import Jobs
+from .supervisor import Supervisor
+
+__all__ = ["Dispatcher", "describe_validation_error"]
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Where and what, never the offending value (it could be a token)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _error_answer(exc: JobdError, uid: str | None = None) -> bytes:
+    answer = Answer(
+        ok=False, uid=uid, message=exc.message, error=ErrorInfo(code=exc.code, message=exc.message)
+    )
+    return answer.model_dump_json(by_alias=True).encode()
+
+
+class Dispatcher:
+    def __init__(
+        self, jobs: Jobs, supervisor: Supervisor, *, log: Log, max_body_bytes: int, delivery_limit: int
+    ) -> None:
+        self.jobs = jobs
+        self.supervisor = supervisor
+        self.log = log
+        self.max_body_bytes = max_body_bytes
+        self.delivery_limit = delivery_limit
+
+    async def __call__(self, delivery: Delivery) -> tuple[str, bytes | None]:
+        kind = delivery.kind or delivery.routing_key or ""
+        with structlog.contextvars.bound_contextvars(command=kind, message_id=delivery.message_id):
+            uid: str | None = None
+            try:
+                command = self._parse(kind, delivery)
+                uid = getattr(command, "uid", None)
+                answer = await self._run(kind, command, delivery)
+                return "ack", answer
+            except JobdError as exc:
+                if exc.bad_input:
+                    self.log.warning("command refused", code=exc.code.value, reason=exc.message)
+                    return "dead-letter", _error_answer(exc, uid)
+                self.log.info("command failed", code=exc.code.value, reason=exc.message)
+                return "ack", _error_answer(exc, uid)
+            except Exception as exc:
+                last = delivery.delivery_count + 1 >= self.delivery_limit
+                self.log.error(
+                    "command crashed", error=repr(exc), attempt=delivery.delivery_count + 1, final=last
+                )
+                if not last:
+                    return "retry", None
+                failure = JobdError(f"internal error: {type(exc).__name__}", code=ErrorCode.INTERNAL)
+                return "dead-letter", _error_answer(failure)
+
+    def _parse(self, kind: str, delivery: Delivery) -> Command:
+        if len(delivery.body) > self.max_body_bytes:
+            raise BadCommand(
+                f"the body is {len(delivery.body)} bytes; the limit is {self.max_body_bytes}",
+                code=ErrorCode.TOO_LARGE,
+            )
+        model = COMMAND_MODELS.get(kind)
+        if model is None:
+            known = ", ".join(COMMAND_MODELS)
+            raise BadCommand(f"unknown command {kind!r} (known: {known})", code=ErrorCode.UNKNOWN_COMMAND)
+        try:
+            payload: Any = json.loads(delivery.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadCommand(f"the body is not JSON: {exc}", code=ErrorCode.BAD_JSON) from None
+        if not isinstance(payload, dict):
+            raise BadCommand(f"the body must be a JSON object, not {type(payload).__name__}")
+        try:
+            return model.model_validate(payload)
+        except ValidationError as exc:
+            raise BadCommand(f"{kind}: {describe_validation_error(exc)}") from None
+
+    async def _run(self, kind: str, command: Command, delivery: Delivery) -> bytes:
+        jobs = self.jobs
+        if isinstance(command, StartCommand):
+            if command.address is not None:
+                raise BadCommand(
+                    "DMSS is not configured: start the job with the entity inline ('job')",
+                    code=ErrorCode.DMSS_NOT_CONFIGURED,
+                )
+            key = f"start:{delivery.message_id}" if delivery.message_id else None
+            answer, record = await jobs.accept(command, key=key, user_id=delivery.user_id)
+            if record is not None:
+                self.log.info("job accepted", uid=record.uid, runner_type=record.runner_type)
+                self.supervisor.launch(record)
+            return answer
+        if isinstance(command, ProgressCommand):
+            record = await jobs.progress(command)
+            return self._dump(jobs.answer(record, "progress recorded"))
+        assert isinstance(command, UidCommand)
+        with structlog.contextvars.bound_contextvars(uid=command.uid):
+            if kind == "job.status":
+                return self._dump(jobs.answer(await jobs.get(command.uid), "status"))
+            if kind == "job.result":
+                return self._dump(await jobs.result(command.uid))
+            record, stopped = await self.supervisor.stop(command.uid)
+            if stopped:
+                self.log.info("job stopped", uid=record.uid)
+            message = "stopped" if stopped else f"nothing to stop: the job is {record.status.value}"
+            return self._dump(jobs.answer(record, message))
+
+    @staticmethod
+    def _dump(answer: Answer) -> bytes:
+        return answer.model_dump_json(by_alias=True).encode()

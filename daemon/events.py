@@ -1,0 +1,50 @@
+"""Building events: CloudEvents 1.0 bodies and their routing keys, ready for the outbox."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from .contracts import CloudEvent, EventData, JobStatus, routing_word
+from .store import JobRecord, PendingEvent
+
+__all__ = ["EventFactory"]
+
+
+class EventFactory:
+    """Turns a job's change into the event that announces it. Carries no token or secret."""
+
+    def __init__(self, *, source: str, log_lines: int) -> None:
+        self.source = source
+        self.log_lines = log_lines
+
+    def status_changed(self, record: JobRecord, previous: JobStatus | None) -> PendingEvent:
+        """``job.<status>.<uid>``: one per status change."""
+        key = f"job.{routing_word(record.status)}.{record.uid}"
+        return self._event(record, previous, f"dm-job.job.{routing_word(record.status)}", key)
+
+    def progressed(self, record: JobRecord) -> PendingEvent:
+        """``progress.<uid>``: percentage or log lines changed, the status did not."""
+        return self._event(record, record.status, "dm-job.job.progress", f"progress.{record.uid}")
+
+    def _event(self, record: JobRecord, previous: JobStatus | None, type_: str, key: str) -> PendingEvent:
+        event_id = str(uuid.uuid4())
+        event = CloudEvent(
+            id=event_id,
+            source=self.source,
+            type=type_,
+            subject=record.uid,
+            time=datetime.now(UTC),
+            data=EventData(
+                uid=record.uid,
+                status=record.status,
+                previous_status=previous,
+                runner_type=record.runner_type,
+                label=record.label,
+                percentage=record.percentage,
+                message=record.message,
+                logs=record.logs[-self.log_lines :] if self.log_lines else [],
+                triggered_by=record.triggered_by,
+            ),
+        )
+        return PendingEvent(key, event_id, event.model_dump_json(by_alias=True).encode())

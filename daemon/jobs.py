@@ -1,0 +1,245 @@
+"""The job state machine: accepting starts, recording what runners and jobs report, answering queries.
+
+Every change goes through :meth:`Jobs.change`, which reads, decides and writes inside one store
+transaction together with the event it causes. A terminal status is final: later reports about a job
+that has completed, failed or been removed change nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from .config import Settings
+from .contracts import (
+    Answer,
+    BadCommand,
+    Base64Result,
+    Handle,
+    JobSpec,
+    JobStatus,
+    JobView,
+    NotFinished,
+    ProgressCommand,
+    ResultAnswer,
+    Runner,
+    RunnerStatus,
+    StartCommand,
+    UnknownJob,
+)
+from .events import EventFactory
+from .registry import Registry
+from .store import Change, JobRecord, JobStore, PendingEvent
+
+__all__ = ["Jobs", "job_env"]
+
+_UNSET: Any = object()
+
+
+def job_env(record: JobRecord, settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """dm-job's environment for a job: exported daemon variables, DMSS access, the runner's own."""
+    env = {name: environ[name] for name in settings.envs_to_export if name in environ}
+    if settings.dmss_url:
+        env["DMSS_URL"] = settings.dmss_url
+    if record.token:
+        env["DMSS_TOKEN"] = record.token
+    if record.address:
+        env["JOB_DMSS_ID"] = record.address
+    env["DM_JOB_UID"] = record.uid
+    runner = record.entity.get("runner") or {}
+    for item in runner.get("environmentVariables") or []:
+        name, sep, value = str(item).partition("=")
+        if sep:
+            env[name] = value
+        elif name in environ:
+            env[name] = environ[name]
+    return env
+
+
+def _check_env_list(entity: Mapping[str, Any]) -> None:
+    variables = (entity.get("runner") or {}).get("environmentVariables")
+    if variables is None:
+        return
+    if not isinstance(variables, list) or not all(isinstance(v, str) and v.strip() for v in variables):
+        raise BadCommand("runner.environmentVariables must be a list of 'NAME=value' or 'NAME' strings")
+    for item in variables:
+        name = item.partition("=")[0]
+        if not name.replace("_", "a").isalnum() or name[0].isdigit():
+            raise BadCommand(f"runner.environmentVariables: {name!r} is not a valid variable name")
+
+
+class Jobs:
+    def __init__(
+        self,
+        store: JobStore,
+        registry: Registry,
+        events: EventFactory,
+        settings: Settings,
+        environ: Mapping[str, str],
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.events = events
+        self.settings = settings
+        self.environ = environ
+
+    # -- helpers the supervisor uses -------------------------------------------------------------
+
+    def runner_for(self, record: JobRecord) -> Runner:
+        return self.registry.get(record.runner_type)
+
+    def spec(self, record: JobRecord) -> JobSpec:
+        return JobSpec(
+            uid=record.uid,
+            entity=record.entity,
+            env=job_env(record, self.settings, self.environ),
+            token=record.token,
+            address=record.address,
+        )
+
+    async def get(self, uid: str) -> JobRecord:
+        record = await self.store.get(uid)
+        if record is None:
+            raise UnknownJob(f"no job with uid {uid!r}")
+        return record
+
+    # -- commands --------------------------------------------------------------------------------
+
+    async def accept(
+        self, cmd: StartCommand, *, key: str | None, user_id: str | None
+    ) -> tuple[bytes, JobRecord | None]:
+        """Record a new job in ``starting``; returns the answer, and the record unless a duplicate."""
+        assert cmd.job is not None
+        entity = cmd.job.model_dump(by_alias=True, exclude_unset=True)
+        runner_type = cmd.job.runner.type
+        self.registry.get(runner_type)  # unknown or disabled runner types are refused here
+        _check_env_list(entity)
+        record = JobRecord(
+            uid=str(uuid.uuid4()),
+            status=JobStatus.STARTING,
+            runner_type=runner_type,
+            entity=entity,
+            created=datetime.now(UTC),
+            label=cmd.job.label,
+            triggered_by=cmd.job.triggered_by or user_id,
+            token=cmd.token.get_secret_value() if cmd.token is not None else None,
+            time_limit=cmd.time_limit_seconds or self.settings.default_time_limit_seconds,
+            message="accepted",
+        )
+        answer = self.answer(record, "job accepted; it is starting").model_dump_json(by_alias=True).encode()
+        event = self.events.status_changed(record, JobStatus.NOT_STARTED)
+        existing = await self.store.insert(record, key=key, answer=answer, events=[event])
+        if existing is not None:
+            return existing, None
+        return answer, record
+
+    async def progress(self, cmd: ProgressCommand) -> JobRecord:
+        """A job's own report: status, percentage, log lines (appended)."""
+        record = await self.change(
+            cmd.uid, status=cmd.status, percentage=cmd.percentage, append_logs=cmd.logs or ()
+        )
+        if record is None:
+            raise UnknownJob(f"no job with uid {cmd.uid!r}")
+        return record
+
+    async def result(self, uid: str) -> ResultAnswer:
+        record = await self.get(uid)
+        if record.status is not JobStatus.COMPLETED:
+            raise NotFinished(f"job {uid} is {record.status.value}; a result exists once it has completed")
+        runner = self.runner_for(record)
+        outcome = await runner.result(self.spec(record), record.handle or {})
+        data = outcome.data
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError:
+                data = Base64Result(base64=base64.b64encode(data).decode("ascii"))
+        base = self.answer(record, "result")
+        return ResultAnswer(**base.model_dump(), result=data, media_type=outcome.media_type)
+
+    # -- changes ---------------------------------------------------------------------------------
+
+    async def observe(
+        self, uid: str, seen: RunnerStatus, *, handle: Handle | None = None
+    ) -> JobRecord | None:
+        """Record what a runner reports; its log lines are the current tail and replace the old."""
+        return await self.change(
+            uid,
+            status=seen.status,
+            message=seen.message,
+            logs=list(seen.logs) if seen.logs else None,
+            percentage=seen.percentage,
+            handle=handle,
+        )
+
+    async def change(
+        self,
+        uid: str,
+        *,
+        status: JobStatus | None = None,
+        message: str | None = None,
+        logs: list[str] | None = None,
+        append_logs: Sequence[str] = (),
+        percentage: float | None = None,
+        handle: Handle | None = None,
+    ) -> JobRecord | None:
+        keep = self.settings.log_lines
+
+        def decide(current: JobRecord) -> Change | None:
+            if current.status.is_terminal:
+                return None
+            new = dataclasses.replace(current)
+            if handle is not None:
+                new.handle = handle
+            if message is not None:
+                new.message = message
+            if logs is not None:
+                new.logs = logs[-keep:]
+            if append_logs:
+                new.logs = [*current.logs, *append_logs][-keep:]
+            if percentage is not None:
+                new.percentage = percentage
+            events: list[PendingEvent] = []
+            if status is not None and status is not current.status:
+                new.status = status
+                now = datetime.now(UTC)
+                if status is JobStatus.RUNNING and new.started is None:
+                    new.started = now
+                if status.is_terminal:
+                    new.started = new.started or now
+                    new.ended = now
+                events.append(self.events.status_changed(new, current.status))
+            elif (new.logs, new.percentage, new.message) != (
+                current.logs,
+                current.percentage,
+                current.message,
+            ):
+                events.append(self.events.progressed(new))
+            elif new.handle == current.handle:
+                return None
+            return Change(new, events)
+
+        return await self.store.modify(uid, decide)
+
+    # -- answers ---------------------------------------------------------------------------------
+
+    def view(self, record: JobRecord) -> JobView:
+        return JobView(
+            uid=record.uid,
+            status=record.status,
+            label=record.label,
+            runner_type=record.runner_type,
+            triggered_by=record.triggered_by,
+            started=record.started,
+            ended=record.ended,
+            percentage=record.percentage,
+            message=record.message,
+            logs=record.logs,
+        )
+
+    def answer(self, record: JobRecord, message: str) -> Answer:
+        return Answer(ok=True, uid=record.uid, status=record.status, message=message, job=self.view(record))

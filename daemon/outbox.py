@@ -1,0 +1,93 @@
+"""Relaying the event outbox to RabbitMQ: publish with confirms, delete what was confirmed.
+
+Events are written to the outbox in the transaction that changes the job, so a broker outage delays
+them and loses none. Whatever was not confirmed stays and is published again on the next round, so a
+consumer can see an event twice: it deduplicates on the CloudEvents ``id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from .amqp import AmqpUnavailable, EventPublisher, Outgoing
+from .contracts import Log
+from .store import JobStore
+
+__all__ = ["OutboxRelay"]
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: JobStore,
+        publisher: EventPublisher,
+        *,
+        log: Log,
+        batch: int = 500,
+        idle_poll: float = 1.0,
+        retry_max: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.log = log
+        self.batch = batch
+        self.idle_poll = idle_poll
+        self.retry_max = retry_max
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def notify(self) -> None:
+        """Something was written to the outbox: relay it now rather than at the next idle poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox relay")
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                sent = await self.relay_once()
+                backoff = 0.1
+            except (AmqpUnavailable, ConnectionError, OSError) as exc:
+                if self._closing:
+                    return
+                self.log.warning("events wait for the broker", error=str(exc), retry_in=backoff)
+                await asyncio.sleep(backoff)  # a back-off between attempts, not a synchronisation
+                backoff = min(backoff * 2, self.retry_max)
+                continue
+            if self._closing and sent == 0:
+                return
+            if sent == 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+
+    async def relay_once(self) -> int:
+        """Publish one batch; returns how many were confirmed."""
+        rows = await self.store.outbox(self.batch)
+        if not rows:
+            return 0
+        confirmed = await self.publisher.publish(
+            [Outgoing(r.routing_key, r.message_id, r.body) for r in rows]
+        )
+        done = [row.id for row, ok in zip(rows, confirmed, strict=True) if ok]
+        await self.store.outbox_done(done)
+        if len(done) < len(rows):
+            raise AmqpUnavailable(f"{len(rows) - len(done)} events were not confirmed")
+        return len(done)
+
+    async def close(self, *, drain_timeout: float = 5.0) -> None:
+        """Publish what is pending (within a deadline), then stop."""
+        if self._task is None:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), drain_timeout)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task

@@ -1,0 +1,119 @@
+"""Finding runners: the ``dm_jobd.runners`` entry-point group, then dm-job style handler folders.
+
+A plugin that is switched off or fails to load still claims its types, so a job for it is refused with
+the reason ("the shell runner is off: set DM_JOBD_ENABLE_SHELL=1") instead of "unknown runner".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from .contracts import (
+    Log,
+    Runner,
+    RunnerContext,
+    RunnerDisabled,
+    RunnerPlugin,
+    RunnerUnavailable,
+    UnknownRunner,
+)
+
+__all__ = ["ENTRY_POINT_GROUP", "Entry", "Registry"]
+
+ENTRY_POINT_GROUP = "dm_jobd.runners"
+
+
+@dataclass(frozen=True)
+class Entry:
+    type: str
+    origin: str
+    runner: Runner | None
+    #: Why the runner cannot be used, when it cannot.
+    disabled: str | None = None
+
+
+class Registry:
+    """Runner type -> runner. Built once at start-up by :meth:`load`; tests may build one by hand."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+
+    def add(
+        self,
+        types: Iterable[str],
+        runner: Runner | None,
+        origin: str,
+        *,
+        disabled: str | None = None,
+        log: Log | None = None,
+    ) -> None:
+        for type_ in types:
+            previous = self._entries.get(type_)
+            if previous is not None and log is not None:
+                log.warning(
+                    "runner type claimed twice; the later one wins",
+                    runner_type=type_,
+                    previous=previous.origin,
+                    origin=origin,
+                )
+            self._entries[type_] = Entry(type_, origin, runner, disabled)
+
+    def get(self, runner_type: str) -> Runner:
+        entry = self._entries.get(runner_type)
+        if entry is None:
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise UnknownRunner(f"no runner for type {runner_type!r} (known: {known})")
+        if entry.runner is None:
+            raise RunnerDisabled(f"the runner for {runner_type!r} is not available: {entry.disabled}")
+        return entry.runner
+
+    def entries(self) -> list[Entry]:
+        return sorted(self._entries.values(), key=lambda e: e.type)
+
+    async def close(self) -> None:
+        runners = {id(e.runner): e.runner for e in self._entries.values() if e.runner is not None}
+        await asyncio.gather(*(r.close() for r in runners.values()), return_exceptions=True)
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        state_dir: Path,
+        environ: Mapping[str, str],
+        log: Log,
+        plugin_dirs: Sequence[Path] = (),
+        plugins: Mapping[str, RunnerPlugin] | None = None,
+    ) -> Registry:
+        """Create every runner: from ``plugins`` when given, else the entry points; then handler folders."""
+        registry = cls()
+        if plugins is None:
+            plugins = {}
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                try:
+                    plugins[ep.name] = ep.load()
+                except Exception as exc:
+                    log.error("runner plugin failed to import", plugin=ep.name, error=str(exc))
+        for name, plugin in plugins.items():
+            origin = f"plugin {name} ({type(plugin).__module__})"
+            ctx = RunnerContext(env=environ, state_dir=state_dir / "runners" / name, log=log)
+            try:
+                runner = plugin.create(ctx)
+            except RunnerUnavailable as exc:
+                registry.add(plugin.types, None, origin, disabled=str(exc), log=log)
+                continue
+            except Exception as exc:
+                log.error("runner plugin failed to start", plugin=name, error=str(exc))
+                registry.add(plugin.types, None, origin, disabled=f"failed to load: {exc}", log=log)
+                continue
+            registry.add(plugin.types, runner, origin, log=log)
+        if plugin_dirs:
+            from plugins.dmjob import discover  # the adapter is a plugin; only this root wires it in
+
+            ctx = RunnerContext(env=environ, state_dir=state_dir / "runners" / "dmjob", log=log)
+            for found in discover(list(plugin_dirs), ctx):
+                registry.add(found.types, found.runner, found.origin, log=log)
+        return registry

@@ -1,0 +1,328 @@
+"""The SQLite JobStore: WAL mode, one connection on one thread, group commit.
+
+The event loop never touches SQLite: every call runs on a single worker thread. Writes that arrive
+while a transaction is running are queued and committed together in the next one (each inside its
+own savepoint, so one failing write does not undo the others): a burst of commands costs a few
+fsyncs, not one per command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .contracts import ACTIVE, JobStatus
+from .store import Change, JobRecord, OutboxRow, PendingEvent
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    uid TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    runner_type TEXT NOT NULL,
+    label TEXT,
+    triggered_by TEXT,
+    address TEXT,
+    entity TEXT NOT NULL,
+    token TEXT,
+    handle TEXT,
+    message TEXT,
+    logs TEXT NOT NULL DEFAULT '[]',
+    percentage REAL,
+    started TEXT,
+    ended TEXT,
+    time_limit REAL,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs(status) WHERE status IN ({active});
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    uid TEXT NOT NULL,
+    answer BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    routing_key TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+""".format(active=", ".join(f"'{s.value}'" for s in sorted(ACTIVE)))
+
+_COLUMNS = (
+    "uid, status, runner_type, label, triggered_by, address, entity, token, handle, message, logs,"
+    " percentage, started, ended, time_limit, created"
+)
+
+_Op = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def _row_to_record(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        uid=row["uid"],
+        status=JobStatus(row["status"]),
+        runner_type=row["runner_type"],
+        label=row["label"],
+        triggered_by=row["triggered_by"],
+        address=row["address"],
+        entity=json.loads(row["entity"]),
+        token=row["token"],
+        handle=json.loads(row["handle"]) if row["handle"] is not None else None,
+        message=row["message"],
+        logs=json.loads(row["logs"]),
+        percentage=row["percentage"],
+        started=_dt(row["started"]),
+        ended=_dt(row["ended"]),
+        time_limit=row["time_limit"],
+        created=_dt(row["created"]) or datetime.now(UTC),
+    )
+
+
+def _record_values(r: JobRecord) -> tuple[Any, ...]:
+    return (
+        r.uid,
+        r.status.value,
+        r.runner_type,
+        r.label,
+        r.triggered_by,
+        r.address,
+        json.dumps(r.entity, separators=(",", ":")),
+        r.token,
+        json.dumps(r.handle, separators=(",", ":")) if r.handle is not None else None,
+        r.message,
+        json.dumps(r.logs, separators=(",", ":")),
+        r.percentage,
+        _ts(r.started),
+        _ts(r.ended),
+        r.time_limit,
+        _ts(r.created),
+    )
+
+
+def _write_events(conn: sqlite3.Connection, events: Sequence[PendingEvent]) -> None:
+    if events:
+        conn.executemany(
+            "INSERT INTO outbox (routing_key, message_id, body) VALUES (?, ?, ?)",
+            [(e.routing_key, e.message_id, e.body) for e in events],
+        )
+
+
+class SqliteStore:
+    """A :class:`~daemon.store.JobStore` in one SQLite file."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        #: Called after each commit: the outbox may hold new events (the relay's wake-up).
+        self.on_commit: Callable[[], None] | None = None
+        self._synchronous = synchronous
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[_Op] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobd-sqlite")
+        await self._call(self._connect)
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        if self._executor is not None:
+            await self._call(self._disconnect)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise RuntimeError("the store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._call(lambda: fn(self._db))
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("the store is not open")
+        return self._conn
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue ``fn`` for the next group commit and wait until it is durable."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                outcomes = await self._call(lambda: self._run_batch([fn for fn, _ in batch]))
+            except BaseException as exc:  # the commit itself failed: every write in it failed
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            if self.on_commit is not None:
+                self.on_commit()
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    def _run_batch(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+        conn = self._db
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn in fns:
+                conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((True, fn(conn)))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    outcomes.append((False, exc))
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    # -- the JobStore protocol -------------------------------------------------------------------
+
+    async def insert(
+        self, record: JobRecord, *, key: str | None, answer: bytes, events: Sequence[PendingEvent]
+    ) -> bytes | None:
+        def op(conn: sqlite3.Connection) -> bytes | None:
+            if key is not None:
+                row = conn.execute("SELECT answer FROM idempotency WHERE key = ?", (key,)).fetchone()
+                if row is not None:
+                    return bytes(row["answer"])
+                conn.execute(
+                    "INSERT INTO idempotency (key, uid, answer) VALUES (?, ?, ?)", (key, record.uid, answer)
+                )
+            conn.execute(
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 16)})", _record_values(record)
+            )
+            _write_events(conn, events)
+            return None
+
+        return await self._write(op)
+
+    async def answer_for(self, key: str) -> bytes | None:
+        def op(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute("SELECT answer FROM idempotency WHERE key = ?", (key,)).fetchone()
+            return bytes(row["answer"]) if row is not None else None
+
+        return await self._read(op)
+
+    async def get(self, uid: str) -> JobRecord | None:
+        def op(conn: sqlite3.Connection) -> JobRecord | None:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE uid = ?", (uid,)).fetchone()
+            return _row_to_record(row) if row is not None else None
+
+        return await self._read(op)
+
+    async def modify(self, uid: str, decide: Callable[[JobRecord], Change | None]) -> JobRecord | None:
+        def op(conn: sqlite3.Connection) -> JobRecord | None:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE uid = ?", (uid,)).fetchone()
+            if row is None:
+                return None
+            current = _row_to_record(row)
+            change = decide(current)
+            if change is None:
+                return current
+            values = _record_values(change.record)
+            conn.execute(
+                "UPDATE jobs SET status=?, runner_type=?, label=?, triggered_by=?, address=?, entity=?,"
+                " token=?, handle=?, message=?, logs=?, percentage=?, started=?, ended=?, time_limit=?,"
+                " created=? WHERE uid=?",
+                (*values[1:], uid),
+            )
+            _write_events(conn, change.events)
+            return change.record
+
+        return await self._write(op)
+
+    async def active(self) -> list[JobRecord]:
+        marks = ", ".join("?" * len(ACTIVE))
+
+        def op(conn: sqlite3.Connection) -> list[JobRecord]:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE status IN ({marks}) ORDER BY created",
+                [s.value for s in sorted(ACTIVE)],
+            ).fetchall()
+            return [_row_to_record(row) for row in rows]
+
+        return await self._read(op)
+
+    async def outbox(self, limit: int) -> list[OutboxRow]:
+        def op(conn: sqlite3.Connection) -> list[OutboxRow]:
+            rows = conn.execute(
+                "SELECT id, routing_key, message_id, body FROM outbox ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+            return [OutboxRow(r["id"], r["routing_key"], r["message_id"], bytes(r["body"])) for r in rows]
+
+        return await self._read(op)
+
+    async def outbox_done(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        id_list = list(ids)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in id_list])
+
+        await self._write(op)
+
+    async def count(self, status: JobStatus | None = None) -> int:
+        """How many jobs there are (in one status): for tests and the benchmark."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            if status is None:
+                return int(conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+            return int(
+                conn.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status.value,)).fetchone()[0]
+            )
+
+        return await self._read(op)

@@ -1,0 +1,100 @@
+"""The JobStore protocol: what the daemon keeps durably, independent of the storage technology.
+
+One job row per run, the runner handle that finds it again after a restart, idempotency keys with the
+answer they produced, and the event outbox. Changes to a job and the events they cause are written in
+one transaction (:meth:`JobStore.modify`), which is what makes the outbox trustworthy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from .contracts import Handle, JobStatus
+
+__all__ = ["Change", "JobRecord", "JobStore", "OutboxRow", "PendingEvent"]
+
+
+@dataclass
+class JobRecord:
+    uid: str
+    status: JobStatus
+    runner_type: str
+    entity: dict[str, Any]
+    created: datetime
+    label: str | None = None
+    triggered_by: str | None = None
+    address: str | None = None
+    token: str | None = field(default=None, repr=False)
+    handle: Handle | None = None
+    message: str | None = None
+    logs: list[str] = field(default_factory=list)
+    percentage: float | None = None
+    started: datetime | None = None
+    ended: datetime | None = None
+    time_limit: float | None = None
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An event to publish, written to the outbox with the change that caused it."""
+
+    routing_key: str
+    message_id: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    routing_key: str
+    message_id: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a :meth:`JobStore.modify` callback decided: the new record and the events it causes."""
+
+    record: JobRecord
+    events: Sequence[PendingEvent] = ()
+
+
+class JobStore(Protocol):
+    #: Called after each commit, so the outbox relay wakes without polling.
+    on_commit: Callable[[], None] | None
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def insert(
+        self, record: JobRecord, *, key: str | None, answer: bytes, events: Sequence[PendingEvent]
+    ) -> bytes | None:
+        """Insert a new job with its idempotency key and events.
+
+        Returns ``None`` when inserted, or the answer stored under ``key`` when the key was already
+        used (then nothing is written): the command is a duplicate.
+        """
+        ...
+
+    async def answer_for(self, key: str) -> bytes | None: ...
+
+    async def get(self, uid: str) -> JobRecord | None: ...
+
+    async def modify(self, uid: str, decide: Callable[[JobRecord], Change | None]) -> JobRecord | None:
+        """Read a job, let ``decide`` compute its change, and write it with its events, atomically.
+
+        ``decide`` runs inside the transaction and must be quick and pure; returning ``None`` writes
+        nothing. Returns the record as it is afterwards, or ``None`` for an unknown uid.
+        """
+        ...
+
+    async def active(self) -> list[JobRecord]:
+        """Jobs a runner may still be running: the ones to re-attach after a restart."""
+        ...
+
+    async def outbox(self, limit: int) -> list[OutboxRow]: ...
+
+    async def outbox_done(self, ids: Sequence[int]) -> None: ...

@@ -1,0 +1,210 @@
+"""Watching running jobs: start them through their runner, follow their status, enforce time limits.
+
+One asyncio task per active job. It polls the runner with a backoff that resets whenever something
+changes, and polls at once when a runner that can push reports a change. The tasks hold no broker
+delivery and no lock: a job may run for days. After a restart, :meth:`Supervisor.resume` picks every
+active job up again from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+
+from .contracts import (
+    Handle,
+    JobSpec,
+    JobStatus,
+    Log,
+    Runner,
+    RunnerError,
+    RunnerStatus,
+    WatchingRunner,
+)
+from .jobs import Jobs
+from .store import JobRecord
+
+__all__ = ["Supervisor"]
+
+
+class Supervisor:
+    def __init__(self, jobs: Jobs, *, log: Log, poll_min: float, poll_max: float) -> None:
+        self.jobs = jobs
+        self.log = log
+        self.poll_min = poll_min
+        self.poll_max = poll_max
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: Set once a job's runner.start() has returned (or failed): stop waits for it.
+        self._launched: dict[str, asyncio.Event] = {}
+
+    @property
+    def watching(self) -> int:
+        return len(self._tasks)
+
+    def launch(self, record: JobRecord) -> None:
+        """Start (if it has no handle yet) and watch one job."""
+        if record.uid in self._tasks:
+            return
+        launched = self._launched.setdefault(record.uid, asyncio.Event())
+        if record.handle is not None:
+            launched.set()
+        task = asyncio.create_task(self._run(record, launched), name=f"job {record.uid}")
+        self._tasks[record.uid] = task
+        task.add_done_callback(lambda _t, uid=record.uid: self._forget(uid))
+
+    def _forget(self, uid: str) -> None:
+        self._tasks.pop(uid, None)
+        self._launched.pop(uid, None)
+
+    async def resume(self) -> int:
+        """Re-attach every job the store says may be running; returns how many."""
+        records = await self.jobs.store.active()
+        for record in records:
+            self.launch(record)
+        return len(records)
+
+    async def _run(self, record: JobRecord, launched: asyncio.Event) -> None:
+        log = self.log
+        try:
+            runner = self.jobs.runner_for(record)
+        except Exception as exc:
+            launched.set()
+            await self.jobs.change(
+                record.uid, status=JobStatus.FAILED, message=str(getattr(exc, "message", exc))
+            )
+            return
+        spec = self.jobs.spec(record)
+        handle = record.handle
+        if handle is None:
+            try:
+                started = await runner.start(spec)
+            except Exception as exc:
+                log.warning("runner could not start the job", uid=record.uid, error=str(exc))
+                await self.jobs.change(
+                    record.uid, status=JobStatus.FAILED, message=f"the runner could not start the job: {exc}"
+                )
+                return
+            finally:
+                launched.set()
+            handle = started.handle
+            updated = await self.jobs.observe(record.uid, started.status, handle=handle)
+            if updated is None or updated.status.is_terminal:
+                return
+            record = updated
+        try:
+            await self._watch(runner, spec, handle, record)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in a runner must not take the daemon down
+            log.error("watching the job failed", uid=record.uid, error=repr(exc))
+            await self.jobs.change(record.uid, status=JobStatus.UNKNOWN, message=f"watching failed: {exc}")
+
+    async def _watch(self, runner: Runner, spec: JobSpec, handle: Handle, record: JobRecord) -> None:
+        kick = asyncio.Event()
+        pusher: asyncio.Task[None] | None = None
+        if isinstance(runner, WatchingRunner):
+            pusher = asyncio.create_task(self._follow(runner, spec, handle, kick))
+        delay = self.poll_min
+        failures = 0
+        try:
+            while True:
+                if record.time_limit is not None and self._over_limit(record):
+                    await self._expire(runner, spec, handle, record)
+                    return
+                try:
+                    seen = await runner.poll(spec, handle)
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    self.log.warning(
+                        "polling the runner failed", uid=spec.uid, error=str(exc), failures=failures
+                    )
+                    seen = None
+                    if failures == 5:
+                        seen = RunnerStatus(JobStatus.UNKNOWN, message=f"the runner cannot tell: {exc}")
+                if seen is not None:
+                    updated = await self.jobs.observe(spec.uid, seen)
+                    if updated is None or updated.status.is_terminal:
+                        return
+                    changed = updated is not record and (
+                        updated.status,
+                        updated.logs,
+                        updated.percentage,
+                    ) != (record.status, record.logs, record.percentage)
+                    record = updated
+                    delay = self.poll_min if changed else min(delay * 2, self.poll_max)
+                else:
+                    delay = min(delay * 2, self.poll_max)
+                wait = delay
+                if record.time_limit is not None:
+                    wait = max(0.0, min(wait, self._remaining(record)))
+                kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(kick.wait(), wait)
+        finally:
+            if pusher is not None:
+                pusher.cancel()
+                with contextlib.suppress(BaseException):
+                    await pusher
+
+    async def _follow(
+        self, runner: WatchingRunner, spec: JobSpec, handle: Handle, kick: asyncio.Event
+    ) -> None:
+        """Turn a runner's pushed changes into immediate polls; polling goes on if the stream drops."""
+        try:
+            async for _ in runner.watch(spec, handle):
+                kick.set()
+        except Exception as exc:
+            self.log.info("runner's push stream ended; polling", uid=spec.uid, error=str(exc))
+
+    def _remaining(self, record: JobRecord) -> float:
+        assert record.time_limit is not None
+        since = (record.started or record.created).timestamp()
+        return since + record.time_limit - datetime.now(UTC).timestamp()
+
+    def _over_limit(self, record: JobRecord) -> bool:
+        return self._remaining(record) <= 0
+
+    async def _expire(self, runner: Runner, spec: JobSpec, handle: Handle, record: JobRecord) -> None:
+        try:
+            await runner.stop(spec, handle)
+        except Exception as exc:
+            self.log.warning("stopping a job past its time limit failed", uid=spec.uid, error=str(exc))
+        await self.jobs.change(
+            spec.uid,
+            status=JobStatus.FAILED,
+            message=f"stopped: the job ran longer than its time limit of {record.time_limit:g} s",
+        )
+
+    async def stop(self, uid: str) -> tuple[JobRecord, bool]:
+        """Stop a job on request; returns its record and whether it was stopped (False: already over)."""
+        record = await self.jobs.get(uid)
+        if record.status.is_terminal:
+            return record, False
+        launched = self._launched.get(uid)
+        if launched is not None:
+            await launched.wait()  # a start under way finishes first, so its handle is known
+        task = self._tasks.get(uid)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        record = await self.jobs.get(uid)
+        if record.status.is_terminal:
+            return record, False
+        if record.handle is not None:
+            try:
+                await self.jobs.runner_for(record).stop(self.jobs.spec(record), record.handle)
+            except Exception as exc:
+                self.launch(record)  # still running as far as we know: keep watching it
+                raise RunnerError(f"the runner could not stop job {uid}: {exc}") from exc
+        updated = await self.jobs.change(uid, status=JobStatus.REMOVED, message="stopped on request")
+        return (updated or record), True
+
+    async def close(self) -> None:
+        """Stop watching; the jobs themselves keep running and are re-attached on the next start."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
