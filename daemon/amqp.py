@@ -251,12 +251,30 @@ class RpcClient:
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
 
     async def start(self) -> None:
+        await self._open()
+        self._connection.reconnect_callbacks.add(self._on_reconnect)
+
+    async def _open(self) -> None:
+        # Direct reply-to is a pseudo-queue a robust channel cannot redeclare after a reconnect, so
+        # this channel is opened afresh on every reconnect instead of being restored.
         self._channel = await self._connection.channel(publisher_confirms=False)
         self._exchange = await self._channel.declare_exchange(
             COMMANDS, aio_pika.ExchangeType.TOPIC, durable=True
         )
         replies = await self._channel.get_queue(DIRECT_REPLY_TO, ensure=False)
         await replies.consume(self._on_reply, no_ack=True)
+
+    async def _on_reconnect(self, *_: Any) -> None:
+        """Answers to requests sent before the outage are gone (direct reply-to keeps nothing): fail them."""
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the broker connection was lost before the answer came"))
+        self._waiting.clear()
+        old, self._channel = self._channel, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
+        await self._open()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         future = self._waiting.pop(message.correlation_id or "", None)

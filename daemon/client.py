@@ -92,7 +92,7 @@ class JobdClient:
         time_limit: float | None = None,
         message_id: str | None = None,
     ) -> Answer:
-        """Start a job. ``message_id`` is the idempotency key: the same id starts one job, however often sent."""
+        """Start a job. ``message_id`` is the idempotency key: one id starts one job, however often sent."""
         body: dict[str, Any] = {}
         if job is not None:
             body["job"] = dict(job)

@@ -152,12 +152,14 @@ class Jobs:
             raise NotFinished(f"job {uid} is {record.status.value}; a result exists once it has completed")
         runner = self.runner_for(record)
         outcome = await runner.result(self.spec(record), record.handle or {})
-        data = outcome.data
-        if isinstance(data, bytes):
+        data: str | Base64Result
+        if isinstance(outcome.data, str):
+            data = outcome.data
+        else:
             try:
-                data = data.decode("utf-8")
+                data = outcome.data.decode("utf-8")
             except UnicodeDecodeError:
-                data = Base64Result(base64=base64.b64encode(data).decode("ascii"))
+                data = Base64Result(base64=base64.b64encode(outcome.data).decode("ascii"))
         base = self.answer(record, "result")
         return ResultAnswer(**base.model_dump(), result=data, media_type=outcome.media_type)
 

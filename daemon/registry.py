@@ -114,6 +114,11 @@ class Registry:
             from plugins.dmjob import discover  # the adapter is a plugin; only this root wires it in
 
             ctx = RunnerContext(env=environ, state_dir=state_dir / "runners" / "dmjob", log=log)
-            for found in discover(list(plugin_dirs), ctx):
+            try:
+                found_all = discover(list(plugin_dirs), ctx)
+            except RunnerUnavailable as exc:  # dm-job's module names are taken in this process
+                log.error("dm-job handler folders cannot be loaded", error=str(exc))
+                found_all = []
+            for found in found_all:
                 registry.add(found.types, found.runner, found.origin, log=log)
         return registry

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from datetime import UTC, datetime
 
 from .contracts import (
@@ -51,9 +52,9 @@ class Supervisor:
             launched.set()
         task = asyncio.create_task(self._run(record, launched), name=f"job {record.uid}")
         self._tasks[record.uid] = task
-        task.add_done_callback(lambda _t, uid=record.uid: self._forget(uid))
+        task.add_done_callback(functools.partial(self._forget, record.uid))
 
-    def _forget(self, uid: str) -> None:
+    def _forget(self, uid: str, _task: object = None) -> None:
         self._tasks.pop(uid, None)
         self._launched.pop(uid, None)
 

@@ -149,7 +149,7 @@ class ShellRunner:
         )
 
     async def watch(self, job: JobSpec, handle: Handle) -> AsyncIterator[RunnerStatus]:
-        """Push the exit of a process this daemon started; after a restart there is none, and polling rules."""
+        """Push the exit of a process this daemon started; after a restart there is none: polling."""
         exit_future = self._exits.get(job.uid)
         if exit_future is None:
             return
@@ -177,7 +177,7 @@ class ShellRunner:
             os.killpg(pid, signal.SIGTERM)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.stop_grace
-        while self._alive(handle) and loop.time() < deadline:
+        while self._alive(handle) and loop.time() < deadline:  # noqa: ASYNC110 (not our child after a restart)
             await asyncio.sleep(0.05)  # waiting on another process's exit: nothing to await on
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)

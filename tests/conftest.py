@@ -1,0 +1,87 @@
+"""Shared fixtures. Sections: the real RabbitMQ broker first; others follow below it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from daemon.app import Daemon
+from daemon.client import JobdClient
+from daemon.config import Settings
+from daemon.localbroker import LocalBroker, ensure_installed
+
+# ---------------------------------------------------------------------------------------------------
+# RabbitMQ: one real, private broker for the whole session (startup takes ~5 s, so it is shared).
+# A test that needs a real part fails in CI when the part is missing; on a laptop it is skipped.
+# ---------------------------------------------------------------------------------------------------
+
+
+def require_rabbitmq() -> None:
+    """Skip (laptop) or fail (CI) when the rabbitmq-server package is missing."""
+    try:
+        ensure_installed()
+    except RuntimeError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc), pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalBroker]:
+    """A started private RabbitMQ node on loopback, stopped when the session ends."""
+    require_rabbitmq()
+    node = LocalBroker(tmp_path_factory.mktemp("broker"), management=True)
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+@pytest.fixture(scope="session")
+def amqp_url(broker: LocalBroker) -> str:
+    """The session broker's URL (guest on 127.0.0.1, a free port)."""
+    return broker.url
+
+
+# -- the daemon under test ---------------------------------------------------------------------------
+# Each test gets its own virtual host on the session's broker, so queues, exchanges and leftovers of
+# one test never reach another, and its own state folder (store, runner files).
+
+
+@pytest.fixture
+async def vhost_url(broker: LocalBroker) -> AsyncIterator[str]:
+    """A fresh virtual host on the session broker, made through the management API."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    assert broker.management_url is not None
+    async with httpx.AsyncClient(base_url=broker.management_url, auth=("guest", "guest")) as http:
+        (await http.put(f"api/vhosts/{name}")).raise_for_status()
+        permissions = {"configure": ".*", "write": ".*", "read": ".*"}
+        (await http.put(f"api/permissions/{name}/guest", json=permissions)).raise_for_status()
+        yield broker.url.rstrip("/") + "/" + name
+        await http.delete(f"api/vhosts/{name}")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        state_dir=tmp_path / "state", enable_shell=True, poll_min_seconds=0.02, poll_max_seconds=0.5
+    )
+
+
+@pytest.fixture
+async def jobd(settings: Settings, vhost_url: str) -> AsyncIterator[Daemon]:
+    async with Daemon(settings, vhost_url) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+async def client(jobd: Daemon, vhost_url: str) -> AsyncIterator[JobdClient]:
+    async with await JobdClient.connect(vhost_url, timeout=20) as c:
+        yield c

@@ -1,0 +1,79 @@
+"""Small helpers the tests share: job entities, and waiting with a deadline instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from daemon.client import EventStream
+from daemon.contracts import CloudEvent
+
+T = TypeVar("T")
+
+JOB = "dmss://WorkflowDS/Blueprints/Job"
+SHELL = "dmss://WorkflowDS/Blueprints/Shell"
+REVERSE = "dmss://WorkflowDS/Blueprints/ReverseDescription"
+NOOP = "dm-jobd://NoOp"
+
+
+def shell_job(script: str, **runner: Any) -> dict[str, Any]:
+    return {"type": JOB, "label": "a shell job", "runner": {"type": SHELL, "script": script, **runner}}
+
+
+def reverse_job(description: str) -> dict[str, Any]:
+    return {
+        "type": JOB,
+        "label": "Example reverse job",
+        "status": "not started",
+        "applicationInput": {
+            "type": "dmss://system/SIMOS/NamedEntity",
+            "name": "x",
+            "description": description,
+        },
+        "runner": {"type": REVERSE},
+    }
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 20.0,
+    every: float = 0.05,
+    what: str = "the condition",
+) -> T:
+    """Call ``check`` until it returns something other than None, or fail at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await check()
+        if value is not None:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+async def events_until(
+    stream: EventStream, done: Callable[[CloudEvent], bool], *, timeout: float = 20.0
+) -> list[CloudEvent]:
+    """Collect events until one satisfies ``done`` (inclusive), failing at the deadline."""
+    seen: list[CloudEvent] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise AssertionError(f"timed out; events so far: {[(e.type, e.subject) for e in seen]}")
+        try:
+            event = await stream.next(timeout=remaining)
+        except TimeoutError:
+            continue
+        seen.append(event)
+        if done(event):
+            return seen
+
+
+def ended(uid: str) -> Callable[[CloudEvent], bool]:
+    """A status event saying job ``uid`` is over."""
+    return lambda e: e.subject == uid and not e.type.endswith(".progress") and e.data.status.is_terminal
