@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .client import EventStream
 from .config import Settings
 from .contracts import Answer, CloudEvent, JobStatus
 
@@ -110,12 +111,17 @@ async def _client_command(args: argparse.Namespace, settings: Settings) -> int:
     async with client:
         if args.command == "submit":
             body = _load_start_body(args.file)
-            raw = await client.call("job.start", body, message_id=args.message_id)
-            answer = Answer.model_validate(raw)
-            code = _print_answer(answer, args.json)
-            if not args.wait or not answer.ok or answer.uid is None:
-                return code
-            return await _follow(client, answer.uid, args.json)
+            if not args.wait:
+                raw = await client.call("job.start", body, message_id=args.message_id)
+                return _print_answer(Answer.model_validate(raw), args.json)
+            # subscribe before starting, so not even the first change is missed; filter by uid after
+            async with client.events() as events:
+                raw = await client.call("job.start", body, message_id=args.message_id)
+                answer = Answer.model_validate(raw)
+                code = _print_answer(answer, args.json)
+                if not answer.ok or answer.uid is None:
+                    return code
+                return await _follow(events, answer.uid, args.json)
         if args.command == "status":
             return _print_answer(await client.status(args.uid), args.json)
         if args.command == "stop":
@@ -139,25 +145,15 @@ async def _client_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _follow(client: Any, uid: str, as_json: bool) -> int:
-    """Show a job's changes until it ends; the status query after subscribing catches what came before."""
-    async with client.events(job=uid) as events:
-        current = await client.status(uid)
-        if current.status is not None and current.status.is_terminal:
-            return _print_answer(current, as_json) if as_json else _final(current)
-        async for event in events:
-            print(event.model_dump_json(by_alias=True) if as_json else _describe(event), flush=True)
-            if event.data.status.is_terminal and not event.type.endswith(".progress"):
-                return 0 if event.data.status is JobStatus.COMPLETED else 1
+async def _follow(events: EventStream, uid: str, as_json: bool) -> int:
+    """Show one job's changes until it ends; 0 when it completed."""
+    async for event in events:
+        if event.subject != uid:
+            continue
+        print(event.model_dump_json(by_alias=True) if as_json else _describe(event), flush=True)
+        if event.data.status.is_terminal and not event.type.endswith(".progress"):
+            return 0 if event.data.status is JobStatus.COMPLETED else 1
     return 1
-
-
-def _final(answer: Answer) -> int:
-    print(
-        f"{answer.uid}  {answer.status.value if answer.status else '-'}  "
-        f"{answer.job.message if answer.job else ''}"
-    )
-    return 0 if answer.status is JobStatus.COMPLETED else 1
 
 
 def _runners(settings: Settings) -> int:

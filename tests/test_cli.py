@@ -1,0 +1,167 @@
+"""The ``dm-jobd`` command line, run as a user would, against a daemon on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from daemon.app import Daemon
+from daemon.config import Settings
+from helpers import reverse_job, shell_job
+
+
+async def cli(
+    *args: str,
+    url: str | None,
+    cwd: Path,
+    stdin: bytes | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DM_JOBD_")}
+    env["DM_JOBD_STATE_DIR"] = str(cwd / ".state")
+    if url is not None:
+        env["DM_JOBD_AMQP_URL"] = url
+    env.update(extra_env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "daemon.cli",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_submit_wait_shows_each_status_and_result_prints_the_output(
+    jobd: Daemon, vhost_url: str, tmp_path: Path
+) -> None:
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(shell_job("echo working; echo 'the result' > $DM_JOB_RESULT")))
+    code, out, err = await cli("submit", str(job), "--wait", url=vhost_url, cwd=tmp_path)
+    assert code == 0, err
+    uid = out.split()[0]
+    assert "starting" in out and "completed" in out
+    assert out.index("starting") < out.index("completed")
+    code, out, err = await cli("result", uid, url=vhost_url, cwd=tmp_path)
+    assert (code, out) == (0, "the result\n"), err
+    code, _, err = await cli("result", uid, "-o", str(tmp_path / "out.bin"), url=vhost_url, cwd=tmp_path)
+    assert code == 0 and (tmp_path / "out.bin").read_text() == "the result\n"
+    code, out, _ = await cli("status", uid, url=vhost_url, cwd=tmp_path)
+    assert code == 0 and f"{uid}  completed" in out
+    code, out, _ = await cli("--json", "status", uid, url=vhost_url, cwd=tmp_path)
+    assert json.loads(out)["job"]["logs"] == ["working"]
+
+
+async def test_submit_wait_of_a_reverse_description_job(jobd: Daemon, vhost_url: str, tmp_path: Path) -> None:
+    body = json.dumps({"job": reverse_job("sdrawkcaBsIsihT")}).encode()
+    code, out, err = await cli("submit", "-", "--wait", url=vhost_url, cwd=tmp_path, stdin=body)
+    assert code == 0, err
+    lines = out.splitlines()
+    statuses = [w for line in lines[1:] for w in ("starting", "running", "completed") if f"  {w} " in line]
+    assert statuses == ["starting", "running", "completed"], out
+    code, out, _ = await cli("result", lines[0].split()[0], url=vhost_url, cwd=tmp_path)
+    assert out == "ThisIsBackwards"
+
+
+async def test_stop_and_a_failing_job(jobd: Daemon, vhost_url: str, tmp_path: Path) -> None:
+    (tmp_path / "long.json").write_text(json.dumps(shell_job("sleep 300")))
+    code, out, _ = await cli("submit", str(tmp_path / "long.json"), url=vhost_url, cwd=tmp_path)
+    uid = out.split()[0]
+    code, out, _ = await cli("stop", uid, url=vhost_url, cwd=tmp_path)
+    assert code == 0 and "removed" in out
+    (tmp_path / "bad.json").write_text(json.dumps(shell_job("echo oops; exit 4")))
+    code, out, _ = await cli("submit", str(tmp_path / "bad.json"), "--wait", url=vhost_url, cwd=tmp_path)
+    assert code == 1 and "failed" in out and "exit code 4" in out
+
+
+async def test_events_follow_one_job(jobd: Daemon, vhost_url: str, tmp_path: Path) -> None:
+    from daemon.client import JobdClient
+
+    async with await JobdClient.connect(vhost_url) as client:
+        gate = tmp_path / "gate"
+        answer = await client.start(shell_job(f"while [ ! -e {gate} ]; do sleep 0.05; done"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DM_JOBD_")}
+        env["DM_JOBD_AMQP_URL"] = vhost_url
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "events",
+            "--job",
+            str(answer.uid),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+
+            # the subscription exists once the process answers a progress report with its event
+            async def line_with(word: str) -> str:
+                while True:
+                    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+                    assert line, "the events command ended early"
+                    if word in line:
+                        return line
+
+            for _ in range(100):
+                await client.progress(str(answer.uid), percentage=10)
+                try:
+                    await asyncio.wait_for(line_with("progress 10%"), 0.3)
+                    break
+                except TimeoutError:
+                    continue
+            gate.touch()
+            line = await line_with("completed")
+            assert str(answer.uid) in line and "(was running)" in line
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+
+async def test_runners_lists_types_and_origins(tmp_path: Path) -> None:
+    handlers = tmp_path / "handlers"
+    shutil.copytree(Path(__file__).parent / "handlers" / "deploy_style", handlers / "deploy_style")
+    code, out, err = await cli(
+        "runners", url=None, cwd=tmp_path, extra_env={"DM_JOBD_PLUGIN_DIRS": str(handlers)}
+    )
+    assert code == 0, err
+    assert "dmss://WorkflowDS/Blueprints/Shell\n  from plugin shell" in out
+    assert "off: the shell runner is off" in out
+    assert "dmss://WorkflowDS/Blueprints/TestDeployment\n  from handler folder" in out
+
+
+async def test_client_commands_without_a_broker_say_how_to_get_one(tmp_path: Path) -> None:
+    code, _, err = await cli("status", "x", url=None, cwd=tmp_path)
+    assert code == 2 and "DM_JOBD_AMQP_URL" in err
+
+
+async def test_dm_job_handler_folder_runs_through_the_daemon(
+    settings: Settings, vhost_url: str, tmp_path: Path
+) -> None:
+    from daemon.client import JobdClient
+    from helpers import ended, events_until
+
+    handlers = tmp_path / "handlers"
+    shutil.copytree(
+        Path(__file__).parent / "handlers" / "reverse_description", handlers / "reverse_description"
+    )
+    with_handlers = settings.model_copy(update={"plugin_dirs": [handlers]})
+    async with Daemon(with_handlers, vhost_url) as daemon, await JobdClient.connect(vhost_url) as client:
+        origins = {e.type: e.origin for e in daemon.registry.entries()}
+        assert origins["dmss://WorkflowDS/Blueprints/ReverseDescription"].startswith("handler folder")
+        async with client.events() as events:
+            answer = await client.start(reverse_job("raksO gitS"))
+            seen = await events_until(events, ended(str(answer.uid)))
+        assert seen[-1].data.status.value == "completed"
+        assert (await client.result(str(answer.uid))).result == "Stig Oskar"
