@@ -9,9 +9,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from helpers import reverse_job, shell_job
+
 from daemon.app import Daemon
 from daemon.config import Settings
-from helpers import reverse_job, shell_job
 
 
 async def cli(
@@ -149,8 +150,9 @@ async def test_client_commands_without_a_broker_say_how_to_get_one(tmp_path: Pat
 async def test_dm_job_handler_folder_runs_through_the_daemon(
     settings: Settings, vhost_url: str, tmp_path: Path
 ) -> None:
-    from daemon.client import JobdClient
     from helpers import ended, events_until
+
+    from daemon.client import JobdClient
 
     handlers = tmp_path / "handlers"
     shutil.copytree(
