@@ -355,6 +355,18 @@ class EventSubscription:
                 await self._channel.close()
 
 
+async def queue_consumers(connection: AbstractRobustConnection, name: str) -> int | None:
+    """Consumers on a queue, or None when it does not exist: the health check's signal."""
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+    except aio_pika.exceptions.ChannelClosed:
+        return None
+    count = int(queue.declaration_result.consumer_count or 0)
+    await channel.close()
+    return count
+
+
 async def queue_depth(connection: AbstractRobustConnection, name: str) -> int:
     """Messages ready in a queue (passive declare): tests and tools use it to look at the dead letters."""
     channel = await connection.channel()

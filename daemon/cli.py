@@ -26,6 +26,12 @@ class UsageError(Exception):
     pass
 
 
+def amqp_commands_queue() -> str:
+    from .amqp import COMMANDS
+
+    return COMMANDS
+
+
 def _broker_url(settings: Settings) -> str:
     if settings.amqp_url is not None:
         return settings.amqp_url.get_secret_value()
@@ -138,6 +144,10 @@ async def _client_command(args: argparse.Namespace, settings: Settings) -> int:
                 sys.stdout.buffer.write(payload)
                 sys.stdout.flush()
             return 0
+        if args.command == "health":
+            consumers = await client.consumers()
+            print(f"{consumers} daemon(s) consuming {amqp_commands_queue()}")
+            return 0 if consumers else 1
         if args.command == "events":
             async with client.events(job=args.job) as events:
                 async for event in events:
@@ -193,6 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("events", help="print events as they happen")
     p.add_argument("--job", help="only this job's")
     sub.add_parser("runners", help="list the runner types loaded and where each came from")
+    sub.add_parser("health", help="exit 0 when a daemon consumes the command queue")
     return parser
 
 
@@ -216,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. piped into `head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -68,6 +68,10 @@ class JobdClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def consumers(self) -> int:
+        """How many daemons consume the command queue (0 when none has declared it yet)."""
+        return await amqp.queue_consumers(self._connection, amqp.COMMANDS) or 0
+
     async def call(
         self,
         kind: str,
