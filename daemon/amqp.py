@@ -133,9 +133,16 @@ class CommandConsumer:
     """
 
     def __init__(
-        self, connection: AbstractRobustConnection, handler: Handler, *, prefetch: int, delivery_limit: int
+        self,
+        connection: AbstractRobustConnection,
+        handler: Handler,
+        *,
+        prefetch: int,
+        delivery_limit: int,
+        on_error: Callable[[Exception], None] = lambda exc: None,
     ) -> None:
         self._connection = connection
+        self._on_error = on_error
         self._handler = handler
         self._prefetch = prefetch
         self._delivery_limit = delivery_limit
@@ -156,6 +163,12 @@ class CommandConsumer:
         task.add_done_callback(self._tasks.discard)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await self._settle(message)
+        except Exception as exc:  # the channel went away: the broker redelivers what was not settled
+            self._on_error(exc)
+
+    async def _settle(self, message: AbstractIncomingMessage) -> None:
         verdict, answer = await self._handler(_delivery(message))
         if answer is not None and message.reply_to:
             await self.reply(message.reply_to, message.correlation_id, answer)

@@ -80,8 +80,16 @@ class Daemon:
             max_body_bytes=s.max_body_bytes,
             delivery_limit=s.delivery_limit,
         )
+
+        def unsettled(exc: Exception) -> None:
+            self.log.warning("a command was not settled; the broker will redeliver it", error=str(exc))
+
         self.consumer = amqp.CommandConsumer(
-            self.connection, dispatcher, prefetch=s.prefetch, delivery_limit=s.delivery_limit
+            self.connection,
+            dispatcher,
+            prefetch=s.prefetch,
+            delivery_limit=s.delivery_limit,
+            on_error=unsettled,
         )
         await self.consumer.start()
         self._started = True
