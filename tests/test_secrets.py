@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from helpers import ended, events_until, reverse_job, shell_job
 
 from daemon.app import Daemon
 from daemon.client import JobdClient
 from daemon.config import Settings
 from daemon.logs import configure, redact
-from helpers import ended, events_until, reverse_job, shell_job
 
 TOKEN = "tok-9f8e7d6c5b4a-secret"
 
@@ -23,12 +23,16 @@ def log_lines() -> Iterator[io.StringIO]:
     """The daemon's real logging set-up (JSON lines), written into a buffer."""
     buffer = io.StringIO()
     configure(fmt="json", level="debug")
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=buffer), cache_logger_on_first_use=False)
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=buffer), cache_logger_on_first_use=False
+    )
     yield buffer
     structlog.reset_defaults()
 
 
-async def test_the_token_never_leaves_the_job(settings: Settings, vhost_url: str, log_lines: io.StringIO) -> None:
+async def test_the_token_never_leaves_the_job(
+    settings: Settings, vhost_url: str, log_lines: io.StringIO
+) -> None:
     async with Daemon(settings, vhost_url), await JobdClient.connect(vhost_url) as client:
         async with client.events() as events:
             answers = [await client.start(reverse_job("abc"), token=TOKEN)]
@@ -41,7 +45,9 @@ async def test_the_token_never_leaves_the_job(settings: Settings, vhost_url: str
         answers.append(await client.result(str(answers[0].uid)))
         refused = await client.call("job.start", {"job": {"type": "x"}, "token": TOKEN})
     assert seen[-1].data.logs == ["has-token"], "the job itself got the token"
-    texts = [a.model_dump_json() for a in answers] + [e.model_dump_json() for e in seen] + [json.dumps(refused)]
+    texts = (
+        [a.model_dump_json() for a in answers] + [e.model_dump_json() for e in seen] + [json.dumps(refused)]
+    )
     logs = log_lines.getvalue()
     assert "job accepted" in logs, "the logs were captured"
     for text in [*texts, logs]:
@@ -51,4 +57,9 @@ async def test_the_token_never_leaves_the_job(settings: Settings, vhost_url: str
 def test_redact_hides_secret_keys_and_url_passwords() -> None:
     event = {"event": "x", "token": "abc", "AZURE_SP_SECRET": "def", "url": "amqp://user:pw@host/", "n": 1}
     assert redact(None, "info", event) == {
-        "event": "x", "token": "***", "AZURE_SP_SECRET": "***", "url": "amqp://user:***@host/", "n": 1}
+        "event": "x",
+        "token": "***",
+        "AZURE_SP_SECRET": "***",
+        "url": "amqp://user:***@host/",
+        "n": 1,
+    }

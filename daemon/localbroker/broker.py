@@ -1,0 +1,189 @@
+"""The :class:`LocalBroker` itself: start (or adopt), stop and restart the node of one base folder."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from .node import PID_FILE, enabled_plugins, node_env, write_config
+from .process import (
+    CLI_TIMEOUT,
+    STOP_TIMEOUT,
+    file_lock,
+    is_ours,
+    kill_epmd,
+    port_open,
+    proc_alive,
+    run_tool,
+    spawn,
+    tail,
+    terminate,
+)
+from .rabbitmq import DIAGNOSTICS, LocalBrokerError, ensure_installed
+from .state import StateFile
+
+__all__ = ["LocalBroker"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_POLL = 0.1
+
+
+class LocalBroker:
+    """A private RabbitMQ node on 127.0.0.1, its state kept in ``base_dir``.
+
+    The node runs in its own session and is not a child of this process, so it survives this process
+    when left running (``python -m daemon.localbroker start``) and is adopted by the next ``start()``.
+    """
+
+    def __init__(
+        self, base_dir: Path, *, name: str = "dmjobd", port: int | None = None, management: bool = False
+    ) -> None:
+        if not _NAME_RE.match(name):
+            raise ValueError(f"broker name must match {_NAME_RE.pattern}: {name!r}")
+        self._base = Path(base_dir).absolute()
+        self._base.mkdir(parents=True, exist_ok=True)
+        self._management = management
+        self._lock = asyncio.Lock()
+        self._state_file = StateFile(self._base, name, port=port, management=management)
+        self._state = self._state_file.resolve()
+
+    # ------------------------------------------------------------------ public surface
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self._state.amqp}/"
+
+    @property
+    def management_url(self) -> str | None:
+        if not self._management or self._state.management is None:
+            return None
+        return f"http://127.0.0.1:{self._state.management}/"
+
+    async def is_running(self) -> bool:
+        """A node from this folder is alive and accepting AMQP connections."""
+        return self._running_pid() is not None and await port_open(self._state.amqp)
+
+    async def start(self, timeout: float = 60) -> None:
+        """Start the node, or adopt the one already running from this folder; idempotent."""
+        await self._start(time.monotonic() + timeout, keep_ports=False)
+
+    async def stop(self) -> None:
+        """Stop the node running from this folder (whoever started it), then its private epmd."""
+        async with self._lock, file_lock(self._base / "lock", time.monotonic() + STOP_TIMEOUT):
+            self._state = self._state_file.resolve()
+            self._url_path.unlink(missing_ok=True)  # readers must not pick up a dying node's URL
+            await self._kill_node(None)
+
+    async def restart(self) -> None:
+        """Stop and start again on the same ports and data, so clients can reconnect to the same URL."""
+        await self.stop()
+        await self._start(time.monotonic() + 60, keep_ports=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ files and processes
+
+    @property
+    def _pid_path(self) -> Path:
+        return self._base / PID_FILE
+
+    @property
+    def _server_log(self) -> Path:
+        return self._base / "server.log"
+
+    @property
+    def _url_path(self) -> Path:
+        return self._base / "url"
+
+    def _running_pid(self) -> int | None:
+        try:
+            pid = int(self._pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if is_ours(pid, self._base) else None
+
+    async def _run(self, *argv: str, limit: float = CLI_TIMEOUT) -> tuple[int, str]:
+        """Run a RabbitMQ/Erlang CLI tool with the node's environment; never raises on failure."""
+        return await run_tool(*argv, env=node_env(self._base, self._state), cwd=self._base, limit=limit)
+
+    # ------------------------------------------------------------------ start/stop
+
+    async def _start(self, deadline: float, *, keep_ports: bool) -> None:
+        ensure_installed()
+        async with self._lock, file_lock(self._base / "lock", deadline):
+            self._state = self._state_file.resolve()  # another process may have moved ports meanwhile
+            pid = self._running_pid()
+            if pid is not None:
+                # Running, or still booting because another process started it: adopt it.
+                if self._management and "rabbitmq_management" not in enabled_plugins(self._base):
+                    raise LocalBrokerError(
+                        f"the broker running from {self._base} has no management plugin: stop it first"
+                    )
+                if not await port_open(self._state.amqp):
+                    await self._wait_ready(pid, deadline)
+                self._url_path.write_text(self.url + "\n")
+                return
+            self._state_file.repick_busy_ports(self._state, keep_ports=keep_ports)
+            write_config(self._base, self._state, management=self._management)
+            self._pid_path.unlink(missing_ok=True)
+            self._url_path.unlink(missing_ok=True)
+            wrapper = await spawn(self._server_log, node_env(self._base, self._state), self._base)
+            try:
+                await self._wait_ready(wrapper, deadline)
+            except BaseException:
+                # Timed out, failed or cancelled: leave no half-started node behind.
+                await self._kill_node(wrapper)
+                raise
+            self._url_path.write_text(self.url + "\n")
+
+    async def _kill_node(self, wrapper: int | None) -> None:
+        """Stop the Erlang VM (pid file) first: the rabbitmq-server wrapper only forwards signals."""
+        pid = self._running_pid()
+        if pid is not None:
+            await terminate(pid)
+        if wrapper is not None and proc_alive(wrapper):
+            await terminate(wrapper)
+        await kill_epmd(node_env(self._base, self._state), self._base)
+        self._pid_path.unlink(missing_ok=True)
+        self._url_path.unlink(missing_ok=True)
+
+    async def _wait_ready(self, pid: int, deadline: float) -> None:
+        """Poll until the AMQP port opens, then confirm every listener with rabbitmq-diagnostics."""
+        while True:
+            if not proc_alive(pid):
+                raise LocalBrokerError(self._failure(f"broker {self._state.name!r} exited while starting"))
+            if await port_open(self._state.amqp):
+                remaining = max(1.0, deadline - time.monotonic())
+                code, _ = await self._run(
+                    str(DIAGNOSTICS), "-q", "check_port_connectivity", limit=min(remaining, CLI_TIMEOUT)
+                )
+                if code == 0:
+                    return
+            if time.monotonic() >= deadline:
+                raise LocalBrokerError(self._failure(f"broker {self._state.name!r} not ready in time"))
+            await asyncio.sleep(_POLL)
+
+    def _failure(self, what: str) -> str:
+        node_log = self._base / "log" / f"{self._state.name}@localhost.log"
+        return (
+            f"{what} (port {self._state.amqp}, folder {self._base}).\n"
+            f"--- {self._server_log}\n{tail(self._server_log)}\n--- {node_log}\n{tail(node_log)}"
+        )
