@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop when installed: the daemon spends most of its time in the event loop and socket writes."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings()
@@ -215,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(fmt=settings.log_format, level=settings.log_level if args.command == "run" else "warning")
     try:
         if args.command == "run":
-            return asyncio.run(_run_daemon(settings))
+            return _event_loop_runner()(_run_daemon(settings))
         if args.command == "runners":
             return _runners(settings)
         return asyncio.run(_client_command(args, settings))

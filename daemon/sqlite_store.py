@@ -277,12 +277,20 @@ class SqliteStore:
             change = decide(current)
             if change is None:
                 return current
-            values = _record_values(change.record)
-            conn.execute(
-                "UPDATE jobs SET status=?, runner_type=?, label=?, triggered_by=?, address=?, entity=?,"
-                " token=?, handle=?, message=?, logs=?, percentage=?, started=?, ended=?, time_limit=?,"
-                " created=? WHERE uid=?",
-                (*values[1:], uid),
+            new = change.record
+            conn.execute(  # only what a change may touch: the entity and the token are written once
+                "UPDATE jobs SET status=?, handle=?, message=?, logs=?, percentage=?, started=?, ended=?"
+                " WHERE uid=?",
+                (
+                    new.status.value,
+                    json.dumps(new.handle, separators=(",", ":")) if new.handle is not None else None,
+                    new.message,
+                    json.dumps(new.logs, separators=(",", ":")),
+                    new.percentage,
+                    _ts(new.started),
+                    _ts(new.ended),
+                    uid,
+                ),
             )
             _write_events(conn, change.events)
             return change.record

@@ -87,7 +87,8 @@ class JobStore(Protocol):
         """Read a job, let ``decide`` compute its change, and write it with its events, atomically.
 
         ``decide`` runs inside the transaction and must be quick and pure; returning ``None`` writes
-        nothing. Returns the record as it is afterwards, or ``None`` for an unknown uid.
+        nothing. What a change writes is the job's progress (status, handle, message, logs, percentage,
+        started, ended); the entity, token and other fields set at insert are fixed. Returns the record as it is afterwards, or ``None`` for an unknown uid.
         """
         ...
 
