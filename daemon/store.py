@@ -88,7 +88,8 @@ class JobStore(Protocol):
 
         ``decide`` runs inside the transaction and must be quick and pure; returning ``None`` writes
         nothing. What a change writes is the job's progress (status, handle, message, logs, percentage,
-        started, ended); the entity, token and other fields set at insert are fixed. Returns the record as it is afterwards, or ``None`` for an unknown uid.
+        started, ended); the entity, token and other fields set at insert are fixed.
+        Returns the record as it is afterwards, or ``None`` for an unknown uid.
         """
         ...
 
