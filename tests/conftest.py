@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -66,6 +67,21 @@ async def vhost_url(broker: LocalBroker) -> AsyncIterator[str]:
         (await http.put(f"api/permissions/{name}/guest", json=permissions)).raise_for_status()
         yield broker.url.rstrip("/") + "/" + name
         await http.delete(f"api/vhosts/{name}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Jobs outlive the daemon by design; a test that fails half-way must not leave its scripts behind."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if os.readlink(proc / "cwd").startswith(base):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            continue
 
 
 @pytest.fixture

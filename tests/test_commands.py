@@ -118,13 +118,14 @@ async def test_progress_reports_update_the_job_and_emit_progress_events(
 
 
 async def test_a_job_reporting_its_own_end_is_settled_by_it(client: JobdClient, tmp_path: Path) -> None:
-    answer = await client.start(shell_job("sleep 300"))
+    gate = tmp_path / "gate"
+    answer = await client.start(shell_job(f"while [ ! -e {gate} ]; do sleep 0.05; done"))
     assert answer.uid
     reply = await client.progress(answer.uid, status=JobStatus.FAILED, logs=["gave up"])
     assert reply.status is JobStatus.FAILED
     later = await client.progress(answer.uid, status=JobStatus.COMPLETED)
     assert later.status is JobStatus.FAILED, "a terminal status is final"
-    await client.stop(answer.uid)
+    gate.touch()
 
 
 async def test_time_limit_stops_the_job_and_fails_it(client: JobdClient) -> None:
