@@ -378,38 +378,3 @@ async def queue_consumers(connection: AbstractRobustConnection, name: str) -> in
     count = int(queue.declaration_result.consumer_count or 0)
     await channel.close()
     return count
-
-
-async def queue_depth(connection: AbstractRobustConnection, name: str) -> int:
-    """Messages ready in a queue (passive declare): tests and tools use it to look at the dead letters."""
-    channel = await connection.channel()
-    try:
-        queue = await channel.declare_queue(name, passive=True)
-        return int(queue.declaration_result.message_count or 0)
-    finally:
-        await channel.close()
-
-
-async def drain(
-    connection: AbstractRobustConnection, name: str, *, limit: int = 1000
-) -> list[dict[str, Any]]:
-    """Take up to ``limit`` messages from a queue, acked: body, routing key and headers each."""
-    channel = await connection.channel()
-    taken: list[dict[str, Any]] = []
-    try:
-        queue = await channel.declare_queue(name, passive=True)
-        while len(taken) < limit:
-            message = await queue.get(no_ack=True, fail=False)
-            if message is None:
-                break
-            taken.append(
-                {
-                    "body": message.body,
-                    "routing_key": message.routing_key,
-                    "headers": dict(message.headers or {}),
-                    "type": message.type,
-                }
-            )
-    finally:
-        await channel.close()
-    return taken

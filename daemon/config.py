@@ -45,7 +45,6 @@ class Settings(BaseSettings):
     event_source: str = Field(default="dm-jobd")
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
-    rpc_timeout_seconds: float = Field(default=30.0, gt=0)
 
     dmss_url: str | None = Field(default=None, validation_alias=AliasChoices("DM_JOBD_DMSS_URL", "DMSS_URL"))
     envs_to_export: Annotated[list[str], NoDecode] = Field(

@@ -37,9 +37,6 @@ from .store import Change, JobRecord, JobStore, PendingEvent
 
 __all__ = ["Jobs", "job_env"]
 
-_UNSET: Any = object()
-
-
 def job_env(record: JobRecord, settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
     """dm-job's environment for a job: exported daemon variables, DMSS access, the runner's own."""
     env = {name: environ[name] for name in settings.envs_to_export if name in environ}
