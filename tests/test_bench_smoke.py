@@ -18,7 +18,6 @@ FIGURES = (
     "calls",
     "daemon_jobs_per_s",
     "daemon_seconds",
-    "daemon_accepted_seconds",
     "daemon_publish_seconds",
     "daemon_cpu_seconds",
     "status_serial_per_s",
