@@ -149,7 +149,9 @@ class CommandConsumer:
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def start(self) -> None:
         self._channel = await self._connection.channel()
@@ -158,15 +160,17 @@ class CommandConsumer:
         self._tag = await self._queue.consume(self._on_message)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.create_task(self._process(message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+        # aio-pika already runs each delivery in a task of its own: process it right here.
+        self._in_flight += 1
+        self._idle.clear()
         try:
             await self._settle(message)
         except Exception as exc:  # the channel went away: the broker redelivers what was not settled
             self._on_error(exc)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     async def _settle(self, message: AbstractIncomingMessage) -> None:
         verdict, answer = await self._handler(_delivery(message))
@@ -194,8 +198,7 @@ class CommandConsumer:
             with contextlib.suppress(Exception):
                 await self._queue.cancel(self._tag)
             self._tag = None
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._idle.wait()
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()
