@@ -17,6 +17,7 @@ from .events import EventFactory
 from .jobs import Jobs
 from .outbox import OutboxRelay
 from .registry import Registry
+from .scheduler import Scheduler
 from .sqlite_store import SqliteStore
 from .supervisor import Supervisor
 
@@ -73,9 +74,16 @@ class Daemon:
         self.store.on_commit = self.relay.notify
         self.relay.start()
         resumed = await self.supervisor.resume()
+        self.command_publisher = amqp.EventPublisher(
+            self.connection, exchange=amqp.COMMANDS, content_type="application/json"
+        )
+        await self.command_publisher.start()
+        self.scheduler = Scheduler(self.store, self._publish_command, events, log=self.log)
+        schedules = await self.scheduler.start()
         dispatcher = Dispatcher(
             self.jobs,
             self.supervisor,
+            self.scheduler,
             log=self.log,
             max_body_bytes=s.max_body_bytes,
             delivery_limit=s.delivery_limit,
@@ -97,6 +105,7 @@ class Daemon:
             "dm-jobd ready",
             store=str(s.store_path),
             resumed=resumed,
+            schedules=schedules,
             runners=[e.type for e in self.registry.entries() if e.runner is not None],
         )
 
@@ -105,14 +114,22 @@ class Daemon:
         if not self._started:
             return
         self._started = False
+        await self.scheduler.close()
         await self.consumer.stop()
         await self.supervisor.close()
+        await self.command_publisher.close()
         await self.relay.close()
         await self.publisher.close()
         await self.connection.close()
         await self.registry.close()
         await self.store.close()
         self.log.info("dm-jobd stopped")
+
+    async def _publish_command(self, kind: str, body: bytes, message_id: str) -> None:
+        """The scheduler's way onto the bus: confirmed, or an error (it retries the fire)."""
+        confirmed = await self.command_publisher.publish([amqp.Outgoing(kind, message_id, body)])
+        if not all(confirmed):
+            raise amqp.AmqpUnavailable(f"the broker did not confirm {kind} {message_id}")
 
     def request_stop(self) -> None:
         self._stopping.set()

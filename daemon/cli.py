@@ -17,7 +17,7 @@ from typing import Any
 
 from .client import EventStream
 from .config import Settings
-from .contracts import Answer, CloudEvent, JobStatus
+from .contracts import Answer, CloudEvent, JobStatus, ScheduleView
 
 __all__ = ["main"]
 
@@ -71,6 +71,13 @@ def _describe(event: CloudEvent) -> str:
     was = f" (was {data.previous_status.value})" if data.previous_status else ""
     note = f"  {data.message}" if data.message else ""
     return f"{event.time:%H:%M:%S}  {data.uid}  {data.status.value}{was}{note}"
+
+
+def _describe_schedule(view: ScheduleView) -> str:
+    nxt = f"next {view.next_fire:%Y-%m-%d %H:%M:%S %Z}" if view.next_fire else "no next fire"
+    label = f"  {view.label}" if view.label else ""
+    runs = f", {len(view.runs)} run(s), last {view.runs[-1].uid}" if view.runs else ""
+    return f"{view.uid}  {view.state}  '{view.cron}' ({view.time_zone})  {nxt}{runs}{label}"
 
 
 def _load_start_body(path: str) -> dict[str, Any]:
@@ -144,6 +151,21 @@ async def _client_command(args: argparse.Namespace, settings: Settings) -> int:
                 sys.stdout.buffer.write(payload)
                 sys.stdout.flush()
             return 0
+        if args.command == "schedules":
+            if args.action == "list":
+                answer = await client.schedules()
+            elif args.uid is None:
+                raise UsageError(f"schedules {args.action} needs the recurring job's uid")
+            else:
+                answer = await client.schedule(args.action, args.uid)
+            if args.json or not answer.ok:
+                return _print_answer(answer, args.json)
+            for view in answer.schedules if answer.schedules is not None else [answer.schedule]:
+                if view is not None:
+                    print(_describe_schedule(view))
+            if answer.schedule is not None:
+                print(f"  {answer.message}")
+            return 0
         if args.command == "health":
             consumers = await client.consumers()
             print(f"{consumers} daemon(s) consuming {amqp_commands_queue()}")
@@ -204,6 +226,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--job", help="only this job's")
     sub.add_parser("runners", help="list the runner types loaded and where each came from")
     sub.add_parser("health", help="exit 0 when a daemon consumes the command queue")
+    p = sub.add_parser("schedules", help="list, show, pause, resume or trigger recurring jobs' schedules")
+    p.add_argument("action", choices=["list", "show", "pause", "resume", "trigger"])
+    p.add_argument("uid", nargs="?", help="the recurring job's uid (all but list)")
     return parser
 
 

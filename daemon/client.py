@@ -118,6 +118,16 @@ class JobdClient:
     async def result(self, uid: str) -> ResultAnswer:
         return ResultAnswer.model_validate(await self.call("job.result", {"uid": uid}))
 
+    async def schedules(self) -> Answer:
+        """Every schedule (``answer.schedules``)."""
+        return Answer.model_validate(await self.call("schedule.list", {}))
+
+    async def schedule(self, action: str, uid: str) -> Answer:
+        """``show``, ``pause``, ``resume`` or ``trigger`` the schedule of recurring job ``uid``."""
+        if action not in ("show", "pause", "resume", "trigger"):
+            raise ValueError(f"unknown schedule action {action!r}")
+        return Answer.model_validate(await self.call(f"schedule.{action}", {"uid": uid}))
+
     async def progress(
         self,
         uid: str,

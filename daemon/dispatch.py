@@ -8,6 +8,7 @@ delivery limit, and answered as ``internal`` on the last attempt.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import structlog
@@ -24,10 +25,14 @@ from .contracts import (
     JobdError,
     Log,
     ProgressCommand,
+    ScheduleListCommand,
     StartCommand,
     UidCommand,
+    UnknownJob,
 )
 from .jobs import Jobs
+from .recurring import RECURRING_HANDLER, schedule_view
+from .scheduler import Scheduler
 from .supervisor import Supervisor
 
 __all__ = ["Dispatcher", "describe_validation_error"]
@@ -51,10 +56,18 @@ def _error_answer(exc: JobdError, uid: str | None = None) -> bytes:
 
 class Dispatcher:
     def __init__(
-        self, jobs: Jobs, supervisor: Supervisor, *, log: Log, max_body_bytes: int, delivery_limit: int
+        self,
+        jobs: Jobs,
+        supervisor: Supervisor,
+        scheduler: Scheduler,
+        *,
+        log: Log,
+        max_body_bytes: int,
+        delivery_limit: int,
     ) -> None:
         self.jobs = jobs
         self.supervisor = supervisor
+        self.scheduler = scheduler
         self.log = log
         self.max_body_bytes = max_body_bytes
         self.delivery_limit = delivery_limit
@@ -114,25 +127,58 @@ class Dispatcher:
                     code=ErrorCode.DMSS_NOT_CONFIGURED,
                 )
             key = f"start:{delivery.message_id}" if delivery.message_id else None
-            answer, record = await jobs.accept(command, key=key, user_id=delivery.user_id)
-            if record is not None:
+            answer, record, schedule = await jobs.accept(command, key=key, user_id=delivery.user_id)
+            if schedule is not None:
+                self.log.info("schedule registered", uid=schedule.uid, cron=schedule.cron)
+                self.scheduler.reschedule(schedule.uid, schedule.next_fire)
+            elif record is not None:
                 self.log.info("job accepted", uid=record.uid, runner_type=record.runner_type)
                 self.supervisor.launch(record)
             return answer
         if isinstance(command, ProgressCommand):
             record = await jobs.progress(command)
             return self._dump(jobs.answer(record, "progress recorded"))
+        if isinstance(command, ScheduleListCommand):
+            views = [schedule_view(s) for s in await jobs.store.list_schedules()]
+            return self._dump(Answer(ok=True, message=f"{len(views)} schedule(s)", schedules=views))
         assert isinstance(command, UidCommand)
         with structlog.contextvars.bound_contextvars(uid=command.uid):
+            if kind.startswith("schedule."):
+                return await self._schedule(kind, command.uid, delivery)
             if kind == "job.status":
                 return self._dump(jobs.answer(await jobs.get(command.uid), "status"))
             if kind == "job.result":
                 return self._dump(await jobs.result(command.uid))
+            record = await jobs.get(command.uid)
+            if record.runner_type == RECURRING_HANDLER and not record.status.is_terminal:
+                await self.scheduler.set_state(command.uid, "removed")
             record, stopped = await self.supervisor.stop(command.uid)
             if stopped:
                 self.log.info("job stopped", uid=record.uid)
             message = "stopped" if stopped else f"nothing to stop: the job is {record.status.value}"
             return self._dump(jobs.answer(record, message))
+
+    async def _schedule(self, kind: str, uid: str, delivery: Delivery) -> bytes:
+        """``schedule.show|pause|resume|trigger`` for the recurring job ``uid``."""
+        store = self.jobs.store
+        record = await store.get_schedule(uid)
+        if record is None:
+            raise UnknownJob(f"no schedule for uid {uid!r} (start a RecurringJob to make one)")
+        message = "schedule"
+        if kind == "schedule.pause":
+            record = await self.scheduler.set_state(uid, "paused") or record
+            message = f"the schedule is {record.state}"
+        elif kind == "schedule.resume":
+            record = await self.scheduler.set_state(uid, "active") or record
+            message = f"the schedule is {record.state}"
+        elif kind == "schedule.trigger":
+            if record.state in ("removed", "retired"):
+                raise BadCommand(f"the schedule is {record.state}; it cannot fire")
+            ran = await self.scheduler.trigger(uid, delivery.message_id or uuid.uuid4().hex)
+            message = "fired now" if ran else "skipped: the previous run is still active (overlap: forbid)"
+            record = await store.get_schedule(uid) or record
+        view = schedule_view(record)
+        return self._dump(Answer(ok=True, uid=uid, message=message, schedule=view))
 
     @staticmethod
     def _dump(answer: Answer) -> bytes:

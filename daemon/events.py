@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from .contracts import CloudEvent, EventData, JobStatus, routing_word
-from .store import JobRecord, PendingEvent
+from .contracts import CloudEvent, EventData, JobStatus, ScheduleCloudEvent, ScheduleEventData, routing_word
+from .store import JobRecord, PendingEvent, ScheduleRecord
 
 __all__ = ["EventFactory"]
 
@@ -45,6 +45,38 @@ class EventFactory:
                 message=record.message,
                 logs=record.logs[-self.log_lines :] if self.log_lines else [],
                 triggered_by=record.triggered_by,
+                schedule=record.schedule,
             ),
         )
         return PendingEvent(key, event_id, event.model_dump_json(by_alias=True).encode())
+
+    def schedule(
+        self,
+        record: ScheduleRecord,
+        event: str,
+        *,
+        scheduled_for: datetime | None = None,
+        missed: int | None = None,
+        message: str | None = None,
+    ) -> PendingEvent:
+        """``schedule.<event>.<uid>``: registered, fired, skipped, missed, paused, resumed, retired..."""
+        event_id = str(uuid.uuid4())
+        body = ScheduleCloudEvent(
+            id=event_id,
+            source=self.source,
+            type=f"dm-job.schedule.{event}",
+            subject=record.uid,
+            time=datetime.now(UTC),
+            data=ScheduleEventData(
+                uid=record.uid,
+                event=event,
+                label=record.label,
+                scheduled_for=scheduled_for,
+                missed=missed,
+                next_fire=record.next_fire,
+                message=message,
+            ),
+        )
+        return PendingEvent(
+            f"schedule.{event}.{record.uid}", event_id, body.model_dump_json(by_alias=True).encode()
+        )

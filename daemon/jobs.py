@@ -32,10 +32,12 @@ from .contracts import (
     UnknownJob,
 )
 from .events import EventFactory
+from .recurring import RECURRING_HANDLER, is_recurring, new_schedule, schedule_view
 from .registry import Registry
-from .store import Change, JobRecord, JobStore, PendingEvent
+from .store import Change, JobRecord, JobStore, PendingEvent, ScheduleRecord
 
 __all__ = ["Jobs", "job_env"]
+
 
 def job_env(record: JobRecord, settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
     """dm-job's environment for a job: exported daemon variables, DMSS access, the runner's own."""
@@ -108,31 +110,60 @@ class Jobs:
 
     async def accept(
         self, cmd: StartCommand, *, key: str | None, user_id: str | None
-    ) -> tuple[bytes, JobRecord | None]:
-        """Record a new job in ``starting``; returns the answer, and the record unless a duplicate."""
+    ) -> tuple[bytes, JobRecord | None, ScheduleRecord | None]:
+        """Record a new job in ``starting`` (a recurring job: ``registered``, with its schedule).
+
+        Returns the answer, and the record and schedule unless the command was a duplicate.
+        """
         assert cmd.job is not None
         entity = cmd.job.model_dump(by_alias=True, exclude_unset=True)
-        runner_type = cmd.job.runner.type
-        self.registry.get(runner_type)  # unknown or disabled runner types are refused here
-        _check_env_list(entity)
+        now = datetime.now(UTC)
+        uid = str(uuid.uuid4())
+        token = cmd.token.get_secret_value() if cmd.token is not None else None
+        schedule: ScheduleRecord | None = None
+        if is_recurring(entity):
+            schedule, repeated = new_schedule(uid, entity, now=now, token=token)
+            self.registry.get(repeated.runner.type)  # the job to repeat must be runnable
+            _check_env_list(schedule.job)
+            status, runner_type = JobStatus.REGISTERED, RECURRING_HANDLER
+            note = f"schedule registered; next fire at {schedule.next_fire:%Y-%m-%d %H:%M:%S %Z}"
+        else:
+            self.registry.get(cmd.job.runner.type)  # unknown or disabled runner types are refused here
+            _check_env_list(entity)
+            status, runner_type, note = (
+                JobStatus.STARTING,
+                cmd.job.runner.type,
+                "job accepted; it is starting",
+            )
+        triggered_by = cmd.job.triggered_by or user_id
+        if cmd.schedule is not None:
+            triggered_by = f"Schedule ({cmd.schedule})"  # as dm-job wrote it
         record = JobRecord(
-            uid=str(uuid.uuid4()),
-            status=JobStatus.STARTING,
+            uid=uid,
+            status=status,
             runner_type=runner_type,
             entity=entity,
-            created=datetime.now(UTC),
+            created=now,
             label=cmd.job.label,
-            triggered_by=cmd.job.triggered_by or user_id,
-            token=cmd.token.get_secret_value() if cmd.token is not None else None,
+            triggered_by=triggered_by,
+            token=token,
             time_limit=cmd.time_limit_seconds or self.settings.default_time_limit_seconds,
             message="accepted",
+            schedule=cmd.schedule,
         )
-        answer = self.answer(record, "job accepted; it is starting").model_dump_json(by_alias=True).encode()
-        event = self.events.status_changed(record, JobStatus.NOT_STARTED)
-        existing = await self.store.insert(record, key=key, answer=answer, events=[event])
+        answer_model = self.answer(record, note)
+        if schedule is not None:
+            answer_model.schedule = schedule_view(schedule)
+        answer = answer_model.model_dump_json(by_alias=True).encode()
+        events = [self.events.status_changed(record, JobStatus.NOT_STARTED)]
+        if schedule is not None:
+            events.append(self.events.schedule(schedule, "registered"))
+        existing = await self.store.insert(
+            record, key=key, answer=answer, events=events, schedule=schedule, scheduled_for=cmd.scheduled_for
+        )
         if existing is not None:
-            return existing, None
-        return answer, record
+            return existing, None, None
+        return answer, record, schedule
 
     async def progress(self, cmd: ProgressCommand) -> JobRecord:
         """A job's own report: status, percentage, log lines (appended)."""
@@ -238,6 +269,7 @@ class Jobs:
             percentage=record.percentage,
             message=record.message,
             logs=record.logs,
+            schedule=record.schedule,
         )
 
     def answer(self, record: JobRecord, message: str) -> Answer:

@@ -22,6 +22,7 @@ from daemon.contracts import (
     CloudEvent,
     JobStatus,
     ResultAnswer,
+    ScheduleCloudEvent,
     StartCommand,
     routing_word,
 )
@@ -88,6 +89,12 @@ def message_specs() -> tuple[MessageSpec, ...]:
         MessageSpec("answer.json", Answer, "serialization", "dm-jobd answer to a command"),
         MessageSpec("result-answer.json", ResultAnswer, "serialization", "dm-jobd answer to job.result"),
         MessageSpec("event.json", CloudEvent, "serialization", "dm-jobd job event (CloudEvents 1.0)"),
+        MessageSpec(
+            "schedule-event.json",
+            ScheduleCloudEvent,
+            "serialization",
+            "dm-jobd schedule event (CloudEvents 1.0)",
+        ),
     )
 
 
@@ -183,6 +190,11 @@ _COMMAND_SUMMARIES: dict[str, str] = {
     "job.status": "Ask for a job's status.",
     "job.result": "Fetch a finished job's result.",
     "job.progress": "A running job reports its status, percentage and log lines.",
+    "schedule.list": "List every recurring job's schedule.",
+    "schedule.show": "Show one schedule (by the recurring job's uid), with its recent runs.",
+    "schedule.pause": "Pause a schedule: it stops firing until resumed.",
+    "schedule.resume": "Resume a paused schedule from now (what fell due while paused is skipped).",
+    "schedule.trigger": "Fire a schedule now, through its overlap policy.",
 }
 
 _COMMAND_DESCRIPTION = (
@@ -245,6 +257,17 @@ def _messages(specs: tuple[MessageSpec, ...]) -> dict[str, Any]:
         "description": "`type` is `dm-job.job.progress`, `subject` the job uid.",
         "contentType": CLOUDEVENTS_CONTENT_TYPE,
         "payload": _ref("components", "schemas", by_model[CloudEvent]),
+    }
+    messages["scheduleEvent"] = {
+        "name": "schedule-event",
+        "title": "Schedule event",
+        "summary": "A schedule changed or fired, CloudEvents 1.0 in structured JSON mode.",
+        "description": (
+            "`type` is `dm-job.schedule.<event>` (registered, fired, skipped, missed, paused, resumed, "
+            "retired, removed); `subject` is the recurring job's uid."
+        ),
+        "contentType": CLOUDEVENTS_CONTENT_TYPE,
+        "payload": _ref("components", "schemas", by_model[ScheduleCloudEvent]),
     }
     return messages
 
@@ -320,6 +343,33 @@ def _channels() -> dict[str, Any]:
             "messages": {"progressEvent": _ref("components", "messages", "progressEvent")},
             "bindings": {"amqp": _exchange_binding(EVENTS_EXCHANGE, "topic")},
         },
+        "schedules": {
+            "address": "schedule.{event}.{uid}",
+            "title": "Schedule events",
+            "description": (
+                f"Topic exchange `{EVENTS_EXCHANGE}`: one event per schedule change or fire. Bind "
+                "`schedule.*.<uid>` for one recurring job, `schedule.missed.*` for every missed fire. "
+                "Each run's own job events carry the schedule's uid in `data.schedule`."
+            ),
+            "parameters": {
+                "event": {
+                    "description": "What happened.",
+                    "enum": [
+                        "registered",
+                        "fired",
+                        "skipped",
+                        "missed",
+                        "paused",
+                        "resumed",
+                        "retired",
+                        "removed",
+                    ],
+                },
+                "uid": {"description": "The recurring job's uid.", "location": "$message.payload#/subject"},
+            },
+            "messages": {"scheduleEvent": _ref("components", "messages", "scheduleEvent")},
+            "bindings": {"amqp": _exchange_binding(EVENTS_EXCHANGE, "topic")},
+        },
         "replies": {
             "address": None,
             "title": "Replies",
@@ -373,6 +423,12 @@ def _operations() -> dict[str, Any]:
             "title": "Receive job progress events",
             "channel": _ref("channels", "progress"),
             "messages": [_ref("channels", "progress", "messages", "progressEvent")],
+        },
+        "receiveScheduleEvents": {
+            "action": "receive",
+            "title": "Receive schedule events",
+            "channel": _ref("channels", "schedules"),
+            "messages": [_ref("channels", "schedules", "messages", "scheduleEvent")],
         },
         "receiveReplies": {
             "action": "receive",

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .contracts import ACTIVE, JobStatus
-from .store import Change, JobRecord, OutboxRow, PendingEvent
+from .store import Change, JobRecord, OutboxRow, PendingEvent, ScheduleChange, ScheduleRecord
 
 # SQL here is built only from this module's own constants, never from input.
 # ruff: noqa: S608
@@ -45,13 +45,30 @@ CREATE TABLE IF NOT EXISTS jobs (
     started TEXT,
     ended TEXT,
     time_limit REAL,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    schedule TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_active ON jobs(status) WHERE status IN ({active});
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     uid TEXT NOT NULL,
     answer BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    uid TEXT PRIMARY KEY,
+    cron TEXT NOT NULL,
+    time_zone TEXT NOT NULL,
+    job TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    created TEXT NOT NULL,
+    label TEXT,
+    start_date TEXT,
+    end_date TEXT,
+    state TEXT NOT NULL,
+    next_fire TEXT,
+    last_fire TEXT,
+    runs TEXT NOT NULL DEFAULT '[]',
+    token TEXT
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,7 +80,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 _COLUMNS = (
     "uid, status, runner_type, label, triggered_by, address, entity, token, handle, message, logs,"
-    " percentage, started, ended, time_limit, created"
+    " percentage, started, ended, time_limit, created, schedule"
+)
+_SCHEDULE_COLUMNS = (
+    "uid, cron, time_zone, job, policy, created, label, start_date, end_date, state, next_fire, last_fire,"
+    " runs, token"
 )
 
 _Op = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
@@ -95,6 +116,45 @@ def _row_to_record(row: sqlite3.Row) -> JobRecord:
         ended=_dt(row["ended"]),
         time_limit=row["time_limit"],
         created=_dt(row["created"]) or datetime.now(UTC),
+        schedule=row["schedule"],
+    )
+
+
+def _row_to_schedule(row: sqlite3.Row) -> ScheduleRecord:
+    return ScheduleRecord(
+        uid=row["uid"],
+        cron=row["cron"],
+        time_zone=row["time_zone"],
+        job=json.loads(row["job"]),
+        policy=json.loads(row["policy"]),
+        created=_dt(row["created"]) or datetime.now(UTC),
+        label=row["label"],
+        start_date=_dt(row["start_date"]),
+        end_date=_dt(row["end_date"]),
+        state=row["state"],
+        next_fire=_dt(row["next_fire"]),
+        last_fire=_dt(row["last_fire"]),
+        runs=json.loads(row["runs"]),
+        token=row["token"],
+    )
+
+
+def _schedule_values(s: ScheduleRecord) -> tuple[Any, ...]:
+    return (
+        s.uid,
+        s.cron,
+        s.time_zone,
+        json.dumps(s.job, separators=(",", ":")),
+        json.dumps(s.policy, separators=(",", ":")),
+        _ts(s.created),
+        s.label,
+        _ts(s.start_date),
+        _ts(s.end_date),
+        s.state,
+        _ts(s.next_fire),
+        _ts(s.last_fire),
+        json.dumps(s.runs, separators=(",", ":")),
+        s.token,
     )
 
 
@@ -116,6 +176,7 @@ def _record_values(r: JobRecord) -> tuple[Any, ...]:
         _ts(r.ended),
         r.time_limit,
         _ts(r.created),
+        r.schedule,
     )
 
 
@@ -125,6 +186,20 @@ def _write_events(conn: sqlite3.Connection, events: Sequence[PendingEvent]) -> N
             "INSERT INTO outbox (routing_key, message_id, body) VALUES (?, ?, ?)",
             [(e.routing_key, e.message_id, e.body) for e in events],
         )
+
+
+def _append_run(
+    conn: sqlite3.Connection, record: JobRecord, scheduled_for: datetime | None, limit: int
+) -> None:
+    row = conn.execute("SELECT runs FROM schedules WHERE uid = ?", (record.schedule,)).fetchone()
+    if row is None:
+        return
+    run = {"uid": record.uid, "scheduledFor": _ts(scheduled_for), "started": _ts(record.created)}
+    runs = [*json.loads(row["runs"]), run][-limit:]
+    conn.execute(
+        "UPDATE schedules SET runs = ? WHERE uid = ?",
+        (json.dumps(runs, separators=(",", ":")), record.schedule),
+    )
 
 
 class SqliteStore:
@@ -236,7 +311,15 @@ class SqliteStore:
     # -- the JobStore protocol -------------------------------------------------------------------
 
     async def insert(
-        self, record: JobRecord, *, key: str | None, answer: bytes, events: Sequence[PendingEvent]
+        self,
+        record: JobRecord,
+        *,
+        key: str | None,
+        answer: bytes,
+        events: Sequence[PendingEvent],
+        schedule: ScheduleRecord | None = None,
+        scheduled_for: datetime | None = None,
+        run_limit: int = 100,
     ) -> bytes | None:
         def op(conn: sqlite3.Connection) -> bytes | None:
             if key is not None:
@@ -247,8 +330,15 @@ class SqliteStore:
                     "INSERT INTO idempotency (key, uid, answer) VALUES (?, ?, ?)", (key, record.uid, answer)
                 )
             conn.execute(
-                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 16)})", _record_values(record)
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 17)})", _record_values(record)
             )
+            if schedule is not None:
+                conn.execute(
+                    f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                    _schedule_values(schedule),
+                )
+            if record.schedule is not None:
+                _append_run(conn, record, scheduled_for, run_limit)
             _write_events(conn, events)
             return None
 
@@ -327,6 +417,54 @@ class SqliteStore:
             conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in id_list])
 
         await self._write(op)
+
+    async def schedules(self) -> list[tuple[str, str, datetime | None]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[str, str, datetime | None]]:
+            rows = conn.execute("SELECT uid, state, next_fire FROM schedules").fetchall()
+            return [(r["uid"], r["state"], _dt(r["next_fire"])) for r in rows]
+
+        return await self._read(op)
+
+    async def get_schedule(self, uid: str) -> ScheduleRecord | None:
+        def op(conn: sqlite3.Connection) -> ScheduleRecord | None:
+            row = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE uid = ?", (uid,)).fetchone()
+            return _row_to_schedule(row) if row is not None else None
+
+        return await self._read(op)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        def op(conn: sqlite3.Connection) -> list[ScheduleRecord]:
+            rows = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY created").fetchall()
+            return [_row_to_schedule(r) for r in rows]
+
+        return await self._read(op)
+
+    async def modify_schedule(
+        self, uid: str, decide: Callable[[ScheduleRecord], ScheduleChange | None]
+    ) -> ScheduleRecord | None:
+        def op(conn: sqlite3.Connection) -> ScheduleRecord | None:
+            row = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE uid = ?", (uid,)).fetchone()
+            if row is None:
+                return None
+            current = _row_to_schedule(row)
+            change = decide(current)
+            if change is None:
+                return current
+            new = change.record
+            conn.execute(
+                "UPDATE schedules SET state=?, next_fire=?, last_fire=?, runs=? WHERE uid=?",
+                (
+                    new.state,
+                    _ts(new.next_fire),
+                    _ts(new.last_fire),
+                    json.dumps(new.runs, separators=(",", ":")),
+                    uid,
+                ),
+            )
+            _write_events(conn, change.events)
+            return new
+
+        return await self._write(op)
 
     async def count(self, status: JobStatus | None = None) -> int:
         """How many jobs there are (in one status): for tests and the benchmark."""

@@ -14,7 +14,15 @@ from typing import Any, Protocol
 
 from .contracts import Handle, JobStatus
 
-__all__ = ["Change", "JobRecord", "JobStore", "OutboxRow", "PendingEvent"]
+__all__ = [
+    "Change",
+    "JobRecord",
+    "JobStore",
+    "OutboxRow",
+    "PendingEvent",
+    "ScheduleChange",
+    "ScheduleRecord",
+]
 
 
 @dataclass
@@ -35,6 +43,38 @@ class JobRecord:
     started: datetime | None = None
     ended: datetime | None = None
     time_limit: float | None = None
+    #: The recurring job this run belongs to, when the scheduler started it.
+    schedule: str | None = None
+
+
+@dataclass
+class ScheduleRecord:
+    """A recurring job's schedule: its definition and its durable state."""
+
+    uid: str
+    cron: str
+    time_zone: str
+    #: The job entity to run at each fire (the recurring job's ``applicationInput``).
+    job: dict[str, Any]
+    #: The overlap, catch-up and jitter policy as the entity spelled it (camelCase keys).
+    policy: dict[str, Any]
+    created: datetime
+    label: str | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    state: str = "active"  # active, paused, retired, removed
+    next_fire: datetime | None = None
+    #: The newest scheduled time already handled (fired, skipped or missed).
+    last_fire: datetime | None = None
+    #: Recent runs, newest last: ``{"uid", "scheduledFor", "started"}``.
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    record: ScheduleRecord
+    events: Sequence[PendingEvent] = ()
 
 
 @dataclass(frozen=True)
@@ -70,9 +110,21 @@ class JobStore(Protocol):
     async def close(self) -> None: ...
 
     async def insert(
-        self, record: JobRecord, *, key: str | None, answer: bytes, events: Sequence[PendingEvent]
+        self,
+        record: JobRecord,
+        *,
+        key: str | None,
+        answer: bytes,
+        events: Sequence[PendingEvent],
+        schedule: ScheduleRecord | None = None,
+        scheduled_for: datetime | None = None,
+        run_limit: int = 100,
     ) -> bytes | None:
         """Insert a new job with its idempotency key and events.
+
+        With ``schedule``, the job is a recurring job and its schedule is inserted with it. A job
+        whose ``record.schedule`` names a schedule is one of its runs and is appended to that
+        schedule's run history (the newest ``run_limit`` kept), in the same transaction.
 
         Returns ``None`` when inserted, or the answer stored under ``key`` when the key was already
         used (then nothing is written): the command is a duplicate.
@@ -98,5 +150,19 @@ class JobStore(Protocol):
         ...
 
     async def outbox(self, limit: int) -> list[OutboxRow]: ...
+
+    async def schedules(self) -> list[tuple[str, str, datetime | None]]:
+        """Every schedule's uid, state and next fire: what the scheduler's heap is built from."""
+        ...
+
+    async def get_schedule(self, uid: str) -> ScheduleRecord | None: ...
+
+    async def list_schedules(self) -> list[ScheduleRecord]: ...
+
+    async def modify_schedule(
+        self, uid: str, decide: Callable[[ScheduleRecord], ScheduleChange | None]
+    ) -> ScheduleRecord | None:
+        """Like :meth:`modify`, for a schedule: read, decide, write with events, atomically."""
+        ...
 
     async def outbox_done(self, ids: Sequence[int]) -> None: ...

@@ -372,6 +372,11 @@ def test_asyncapi_document_shape() -> None:
         "job.status",
         "job.result",
         "job.progress",
+        "schedule.list",
+        "schedule.show",
+        "schedule.pause",
+        "schedule.resume",
+        "schedule.trigger",
     ]
     assert doc["channels"]["events"]["address"] == "job.{status}.{uid}"
     assert "not-started" in doc["channels"]["events"]["parameters"]["status"]["enum"]

@@ -36,11 +36,27 @@ __all__ = [
     "ProgressCommand",
     "ResultAnswer",
     "RunnerSpec",
+    "ScheduleCloudEvent",
+    "ScheduleEventData",
+    "ScheduleListCommand",
+    "ScheduleRun",
+    "ScheduleView",
     "StartCommand",
     "UidCommand",
 ]
 
-CommandName = Literal["job.start", "job.stop", "job.status", "job.result", "job.progress"]
+CommandName = Literal[
+    "job.start",
+    "job.stop",
+    "job.status",
+    "job.result",
+    "job.progress",
+    "schedule.list",
+    "schedule.show",
+    "schedule.pause",
+    "schedule.resume",
+    "schedule.trigger",
+]
 
 
 class _Wire(BaseModel):
@@ -88,6 +104,10 @@ class StartCommand(Command):
     time_limit_seconds: float | None = Field(
         default=None, gt=0, description="Stop the job and mark it failed when it runs longer than this"
     )
+    schedule: str | None = Field(
+        default=None, description="Set by the scheduler: the uid of the recurring job this run belongs to"
+    )
+    scheduled_for: datetime | None = Field(default=None, description="Set by the scheduler: the fire time")
 
     @model_validator(mode="after")
     def _one_source(self) -> StartCommand:
@@ -111,12 +131,21 @@ class ProgressCommand(Command):
     logs: list[str] | None = None
 
 
+class ScheduleListCommand(Command):
+    """``schedule.list``: every schedule (no body fields)."""
+
+
 COMMAND_MODELS: dict[str, type[Command]] = {
     "job.start": StartCommand,
     "job.stop": UidCommand,
     "job.status": UidCommand,
     "job.result": UidCommand,
     "job.progress": ProgressCommand,
+    "schedule.list": ScheduleListCommand,
+    "schedule.show": UidCommand,
+    "schedule.pause": UidCommand,
+    "schedule.resume": UidCommand,
+    "schedule.trigger": UidCommand,
 }
 
 
@@ -138,6 +167,34 @@ class JobView(_Wire):
     percentage: float | None = None
     message: str | None = None
     logs: list[str] = Field(default_factory=list)
+    schedule: str | None = Field(default=None, description="The recurring job's uid, for a scheduled run")
+
+
+class ScheduleRun(_Wire):
+    """One run of a schedule, as kept in its bounded history."""
+
+    uid: str
+    scheduled_for: datetime | None = None
+    started: datetime
+
+
+class ScheduleView(_Wire):
+    """What a schedule answer tells about one recurring job's schedule."""
+
+    uid: str
+    label: str | None = None
+    cron: str
+    time_zone: str
+    state: Literal["active", "paused", "retired", "removed"]
+    next_fire: datetime | None = None
+    last_fire: datetime | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    overlap: str
+    catch_up: str
+    catch_up_window_seconds: float
+    jitter_seconds: float
+    runs: list[ScheduleRun] = Field(default_factory=list)
 
 
 class Answer(_Wire):
@@ -149,6 +206,8 @@ class Answer(_Wire):
     message: str = ""
     error: ErrorInfo | None = None
     job: JobView | None = None
+    schedule: ScheduleView | None = None
+    schedules: list[ScheduleView] | None = None
 
 
 class Base64Result(BaseModel):
@@ -174,6 +233,36 @@ class EventData(_Wire):
     message: str | None = None
     logs: list[str] = Field(default_factory=list, description="The last few log lines")
     triggered_by: str | None = None
+    schedule: str | None = Field(default=None, description="The recurring job's uid, for a scheduled run")
+
+
+class ScheduleEventData(_Wire):
+    """What a schedule event says: ``registered``, ``fired``, ``skipped``, ``missed``, ``paused``,
+    ``resumed``, ``retired`` or ``removed``."""
+
+    uid: str
+    event: str
+    label: str | None = None
+    scheduled_for: datetime | None = None
+    run: str | None = Field(default=None, description="The job uid a fire started, when known")
+    missed: int | None = None
+    next_fire: datetime | None = None
+    message: str | None = None
+
+
+class ScheduleCloudEvent(BaseModel):
+    """A schedule event in the same CloudEvents envelope as job events, routed ``schedule.<event>.<uid>``."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str = Field(description="dm-job.schedule.<event>")
+    subject: str = Field(description="The recurring job's uid")
+    time: datetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: ScheduleEventData
 
 
 class CloudEvent(BaseModel):

@@ -1,0 +1,267 @@
+"""The scheduler: emits ordinary ``job.start`` commands for recurring jobs when they are due.
+
+The next fire of every active schedule sits in a heap; the task sleeps until the earliest and wakes
+early when a schedule changes. No per-second polling, no scan of all schedules.
+
+Exactly once, however many daemons run and however often they restart: a fire's start command carries
+a deterministic message id (schedule uid + scheduled time), so the command queue's idempotency keys
+let at most one job start per fire. The command is published (and confirmed) *before* the schedule's
+``last_fire`` advances, and the advance is a compare-and-set in the store: a crash in between fires
+again after the restart with the same id (a no-op), and of two daemons only one records the fire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import heapq
+import json
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .contracts import ACTIVE, Log
+from .cron import CronSpec, Plan, Policy, plan
+from .events import EventFactory
+from .store import JobStore, PendingEvent, ScheduleChange, ScheduleRecord
+
+__all__ = ["Publish", "Scheduler", "fire_message_id"]
+
+#: Publish one command: routing key, body, message id. Raises when the broker did not confirm it.
+Publish = Callable[[str, bytes, str], Awaitable[None]]
+
+
+def fire_message_id(uid: str, scheduled: datetime) -> str:
+    """The idempotency key of one fire: the same for every daemon and every retry."""
+    return f"schedule:{uid}:{scheduled.astimezone(UTC).isoformat()}"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: JobStore,
+        publish: Publish,
+        events: EventFactory,
+        *,
+        log: Log,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        concurrency: int = 512,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.publish = publish
+        self.events = events
+        self.log = log
+        self.clock = clock
+        self._heap: list[tuple[datetime, str]] = []
+        self._next: dict[str, datetime] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._limit = asyncio.Semaphore(concurrency)
+        self._firing: set[asyncio.Task[None]] = set()
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
+
+    # -- the heap ----------------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Load every active schedule's next fire and start the loop; returns how many."""
+        for uid, state, next_fire in await self.store.schedules():
+            if state == "active" and next_fire is not None:
+                self._push(uid, next_fire)
+        self._task = asyncio.create_task(self._loop(), name="scheduler")
+        return len(self._next)
+
+    def _push(self, uid: str, when: datetime) -> None:
+        self._next[uid] = when
+        heapq.heappush(self._heap, (when, uid))
+
+    def reschedule(self, uid: str, when: datetime | None) -> None:
+        """A schedule changed: its next fire is ``when`` (None: not scheduled any more)."""
+        if when is None:
+            self._next.pop(uid, None)  # its heap entry is now stale and is dropped when popped
+        else:
+            self._push(uid, when)
+        self._wake.set()
+
+    @property
+    def scheduled(self) -> int:
+        return len(self._next)
+
+    async def _loop(self) -> None:
+        while True:
+            now = self.clock()
+            while self._heap and self._heap[0][0] <= now:
+                when, uid = heapq.heappop(self._heap)
+                if self._next.get(uid) != when:
+                    continue  # stale: rescheduled or removed since
+                del self._next[uid]
+                task = asyncio.create_task(self._guarded_fire(uid))
+                self._firing.add(task)
+                task.add_done_callback(self._firing.discard)
+            timeout = (self._heap[0][0] - now).total_seconds() if self._heap else None
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _guarded_fire(self, uid: str) -> None:
+        async with self._limit:
+            try:
+                await self.fire(uid)
+            except Exception as exc:
+                self.log.error("a schedule failed to fire; retrying soon", schedule=uid, error=repr(exc))
+                self.reschedule(uid, self.clock() + timedelta(seconds=1))
+
+    # -- firing ------------------------------------------------------------------------------------
+
+    async def fire(self, uid: str) -> None:
+        """Handle whatever is due for one schedule now, then put its next fire on the heap."""
+        record = await self.store.get_schedule(uid)
+        if record is None or record.state != "active":
+            return
+        now = self.clock()
+        spec = CronSpec.parse(record.cron, record.time_zone)
+        policy = Policy.from_entity(record.policy)
+        outcome = plan(
+            spec,
+            last=record.last_fire,
+            now=now,
+            policy=policy,
+            start_date=record.start_date,
+            end_date=record.end_date,
+        )
+        started: list[datetime] = []
+        skipped: list[datetime] = []
+        for scheduled in outcome.fire:
+            if await self._run(record, scheduled, policy, trigger=None):
+                started.append(scheduled)
+            else:
+                skipped.append(scheduled)
+        updated = await self._advance(record, outcome, started, skipped, now)
+        self.reschedule(uid, updated.next_fire if updated is not None and updated.state == "active" else None)
+
+    async def _run(
+        self, record: ScheduleRecord, scheduled: datetime, policy: Policy, *, trigger: str | None
+    ) -> bool:
+        """Apply the overlap policy and publish the start; False when the fire is skipped."""
+        active = await self._active_run(record)
+        if active is not None and policy.overlap == "forbid":
+            return False
+        if active is not None and policy.overlap == "replace":
+            await self.publish(
+                "job.stop", json.dumps({"uid": active}).encode(), f"schedule:{record.uid}:replace:{active}"
+            )
+        if policy.jitter > timedelta(0) and trigger is None:
+            await asyncio.sleep(self._rng.uniform(0, policy.jitter.total_seconds()))  # the jitter itself
+        body: dict[str, Any] = {
+            "job": record.job,
+            "schedule": record.uid,
+            "scheduledFor": scheduled.astimezone(UTC).isoformat(),
+        }
+        if record.token:
+            body["token"] = record.token
+        message_id = trigger or fire_message_id(record.uid, scheduled)
+        await self.publish("job.start", json.dumps(body).encode(), message_id)
+        return True
+
+    async def _active_run(self, record: ScheduleRecord) -> str | None:
+        """The schedule's newest run if it is still active, read from durable state."""
+        if not record.runs:
+            return None
+        newest = str(record.runs[-1]["uid"])
+        job = await self.store.get(newest)
+        return newest if job is not None and job.status in ACTIVE else None
+
+    async def _advance(
+        self,
+        record: ScheduleRecord,
+        outcome: Plan,
+        started: Sequence[datetime],
+        skipped: Sequence[datetime],
+        now: datetime,
+    ) -> ScheduleRecord | None:
+        handled = max([*outcome.fire, *([outcome.last_missed] if outcome.last_missed else [])], default=None)
+        events = self.events
+
+        def decide(current: ScheduleRecord) -> ScheduleChange | None:
+            if current.state != "active":
+                return None
+            if handled is not None and current.last_fire is not None and current.last_fire >= handled:
+                return None  # another daemon recorded this fire already
+            new = dataclasses.replace(current, next_fire=outcome.next_fire)
+            if handled is not None:
+                new.last_fire = handled
+            out: list[PendingEvent] = []
+            out += [events.schedule(new, "fired", scheduled_for=t) for t in started]
+            out += [
+                events.schedule(new, "skipped", scheduled_for=t, message="the previous run is still active")
+                for t in skipped
+            ]
+            if outcome.missed:
+                out.append(
+                    events.schedule(
+                        new,
+                        "missed",
+                        scheduled_for=outcome.last_missed,
+                        missed=outcome.missed,
+                        message=f"{outcome.missed} fire(s) missed while the daemon was away",
+                    )
+                )
+            if outcome.retired:
+                new.state = "retired"
+                new.next_fire = None
+                out.append(events.schedule(new, "retired", message="past the schedule's end date"))
+            return ScheduleChange(new, out)
+
+        return await self.store.modify_schedule(record.uid, decide)
+
+    # -- commands ----------------------------------------------------------------------------------
+
+    async def trigger(self, uid: str, message_id: str) -> bool:
+        """Fire now, through the same overlap policy and idempotency as a scheduled fire."""
+        record = await self.store.get_schedule(uid)
+        if record is None:
+            return False
+        now = self.clock()
+        ran = await self._run(
+            record, now, Policy.from_entity(record.policy), trigger=f"schedule:{uid}:trigger:{message_id}"
+        )
+        event = self.events.schedule(
+            record,
+            "fired" if ran else "skipped",
+            scheduled_for=now,
+            message="triggered on request" if ran else "the previous run is still active",
+        )
+        await self.store.modify_schedule(uid, lambda current: ScheduleChange(current, [event]))
+        return ran
+
+    async def set_state(self, uid: str, state: str) -> ScheduleRecord | None:
+        """Pause, resume or remove. Resuming skips what fell due while paused: it starts afresh from now."""
+        now = self.clock()
+        events = self.events
+        event = {"paused": "paused", "active": "resumed", "removed": "removed"}[state]
+
+        def decide(current: ScheduleRecord) -> ScheduleChange | None:
+            if current.state in ("removed", "retired") or current.state == state:
+                return None
+            new = dataclasses.replace(current, state=state)
+            if state == "active":
+                spec = CronSpec.parse(current.cron, current.time_zone)
+                start = max(now, current.start_date) if current.start_date else now
+                new.last_fire = now
+                new.next_fire = spec.next_after(start)
+            else:
+                new.next_fire = None
+            return ScheduleChange(new, [events.schedule(new, event)])
+
+        updated = await self.store.modify_schedule(uid, decide)
+        if updated is not None:
+            self.reschedule(uid, updated.next_fire if updated.state == "active" else None)
+        return updated
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._task, *self._firing) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
