@@ -29,6 +29,10 @@ class EventStream:
     def __init__(self, subscription: amqp.EventSubscription) -> None:
         self._subscription = subscription
 
+    async def raw(self, timeout: float | None = None) -> tuple[str, bytes]:
+        """The next event of any kind (job, progress or schedule): its routing key and JSON body."""
+        return await self._subscription.get(timeout)
+
     async def next(self, timeout: float | None = None) -> CloudEvent:
         while True:
             _key, body = await self._subscription.get(timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections import Counter
 from typing import Any
 
@@ -81,7 +82,7 @@ async def test_run_events_carry_the_schedule_and_fires_are_announced(client: Job
         uid = str(answer.uid)
         seen_fire = seen_run = False
         while not (seen_fire and seen_run):
-            raw = await events._subscription.get(timeout=20)  # both kinds of event, raw
+            raw = await events.raw(timeout=20)  # both kinds of event, raw
             key, body = raw
             if key.startswith(f"schedule.fired.{uid}"):
                 seen_fire = True
@@ -202,3 +203,38 @@ async def test_registering_twice_with_one_message_id_makes_one_schedule(client: 
     assert first == again
     listed = await client.schedules()
     assert listed.schedules is not None and len(listed.schedules) == 1
+
+
+async def test_after_downtime_the_latest_missed_fire_runs_and_the_rest_are_reported(
+    settings: Settings, vhost_url: str
+) -> None:
+    entity = recurring("* * * * * *", catchUp="latest", catchUpWindow="PT30S")
+    async with Daemon(settings, vhost_url), await JobdClient.connect(vhost_url) as client:
+        uid = str((await client.start(entity)).uid)
+        await at_least_runs(client, uid, 1)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 3.5  # the daemon is down for a few fires
+
+    async def down_long_enough() -> bool | None:
+        return True if loop.time() >= until else None
+
+    await poll_until(down_long_enough, what="some fires to fall due while the daemon is down")
+    async with await JobdClient.connect(vhost_url) as client:
+        async with client.events(keys=[f"schedule.missed.{uid}"]) as events, Daemon(settings, vhost_url):
+            _key, body = await events.raw(timeout=20)
+            missed = json.loads(body)["data"]
+            assert missed["missed"] >= 2, missed
+            runs = await at_least_runs(client, uid, 2)
+            await client.stop(uid)
+    fires = Counter(run.scheduled_for for run in runs)
+    assert max(fires.values()) == 1, fires
+
+
+async def test_dm_jobs_recurring_example_runs_each_minute(client: JobdClient) -> None:
+    """dm-job's own example: a ReverseDescription job repeated with cron '1/1 * * * *'."""
+    uid = str((await client.start(recurring("1/1 * * * *"))).uid)
+    (run, *_) = await at_least_runs(client, uid, 1, timeout=75)
+    await completed(client, run.uid)
+    assert (await client.result(run.uid)).result == "ThisIsBackwards"
+    assert run.scheduled_for is not None and run.scheduled_for.second == 0
+    await client.stop(uid)
