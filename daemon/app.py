@@ -80,6 +80,9 @@ class Daemon:
         await self.command_publisher.start()
         self.scheduler = Scheduler(self.store, self._publish_command, events, log=self.log)
         schedules = await self.scheduler.start()
+        self.schedule_events = amqp.EventSubscription(self.connection, ["schedule.*.*"])
+        await self.schedule_events.start()
+        self._follower = asyncio.create_task(self._follow_schedules(), name="schedule follower")
         dispatcher = Dispatcher(
             self.jobs,
             self.supervisor,
@@ -114,6 +117,9 @@ class Daemon:
         if not self._started:
             return
         self._started = False
+        self._follower.cancel()
+        await asyncio.gather(self._follower, return_exceptions=True)
+        await self.schedule_events.close()
         await self.scheduler.close()
         await self.consumer.stop()
         await self.supervisor.close()
@@ -124,6 +130,10 @@ class Daemon:
         await self.registry.close()
         await self.store.close()
         self.log.info("dm-jobd stopped")
+
+    async def _follow_schedules(self) -> None:
+        async for _key, body in self.schedule_events:
+            self.scheduler.learn(body)
 
     async def _publish_command(self, kind: str, body: bytes, message_id: str) -> None:
         """The scheduler's way onto the bus: confirmed, or an error (it retries the fire)."""

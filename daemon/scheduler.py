@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .contracts import ACTIVE, Log
+from .contracts import ACTIVE, Log, ScheduleCloudEvent
 from .cron import CronSpec, Plan, Policy, plan
 from .events import EventFactory
 from .store import JobStore, PendingEvent, ScheduleChange, ScheduleRecord
@@ -84,6 +84,19 @@ class Scheduler:
         else:
             self._push(uid, when)
         self._wake.set()
+
+    def learn(self, body: bytes) -> None:
+        """Follow a schedule event, ours or another daemon's: every daemon schedules every schedule,
+        so losing one daemon loses no fire (the idempotency keys keep the fires single)."""
+        try:
+            event = ScheduleCloudEvent.model_validate_json(body)
+        except ValueError:
+            return
+        data = event.data
+        if data.event in ("paused", "removed", "retired"):
+            self.reschedule(data.uid, None)
+        elif data.next_fire is not None and self._next.get(data.uid) != data.next_fire:
+            self.reschedule(data.uid, data.next_fire)
 
     @property
     def scheduled(self) -> int:

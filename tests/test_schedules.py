@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections import Counter
 from typing import Any
@@ -184,13 +183,17 @@ async def test_a_fire_published_twice_starts_one_job(jobd: Daemon, client: JobdC
 async def test_two_daemons_on_one_store_and_broker_start_one_run_per_fire(
     settings: Settings, vhost_url: str
 ) -> None:
-    second = dataclasses.replace(settings) if dataclasses.is_dataclass(settings) else settings.model_copy()
     async with (
-        Daemon(settings, vhost_url),
-        Daemon(second, vhost_url),
+        Daemon(settings, vhost_url) as one,
+        Daemon(settings.model_copy(), vhost_url) as two,
         await JobdClient.connect(vhost_url) as client,
     ):
         uid = str((await client.start(recurring("* * * * * *"))).uid)
+
+        async def both_schedule_it() -> bool | None:
+            return True if one.scheduler.scheduled and two.scheduler.scheduled else None
+
+        await poll_until(both_schedule_it, what="both daemons to schedule the new schedule")
         runs = await at_least_runs(client, uid, 4)
         await client.stop(uid)
     fires = Counter(run.scheduled_for for run in runs)
