@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import heapq
 import json
 import random
@@ -38,6 +39,12 @@ def fire_message_id(uid: str, scheduled: datetime) -> str:
     return f"schedule:{uid}:{scheduled.astimezone(UTC).isoformat()}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _spec(cron: str, time_zone: str) -> CronSpec:
+    """Parsed once per expression: many schedules share a few cron lines, and a burst re-reads them."""
+    return CronSpec.parse(cron, time_zone)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -47,7 +54,7 @@ class Scheduler:
         *,
         log: Log,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        concurrency: int = 512,
+        concurrency: int = 4096,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
@@ -134,7 +141,7 @@ class Scheduler:
         if record is None or record.state != "active":
             return
         now = self.clock()
-        spec = CronSpec.parse(record.cron, record.time_zone)
+        spec = _spec(record.cron, record.time_zone)
         policy = Policy.from_entity(record.policy)
         outcome = plan(
             spec,
