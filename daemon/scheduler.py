@@ -112,12 +112,15 @@ class Scheduler:
     async def _loop(self) -> None:
         while True:
             now = self.clock()
+            due: list[str] = []
             while self._heap and self._heap[0][0] <= now:
                 when, uid = heapq.heappop(self._heap)
                 if self._next.get(uid) != when:
                     continue  # stale: rescheduled or removed since
                 del self._next[uid]
-                task = asyncio.create_task(self._guarded_fire(uid))
+                due.append(uid)
+            if due:
+                task = asyncio.create_task(self._fire_due(due))
                 self._firing.add(task)
                 task.add_done_callback(self._firing.discard)
             timeout = (self._heap[0][0] - now).total_seconds() if self._heap else None
@@ -125,19 +128,35 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _guarded_fire(self, uid: str) -> None:
+    async def _fire_due(self, uids: list[str]) -> None:
+        """Everything due at once: one store read for all of them, then each fires on its own."""
+        try:
+            records = await self.store.get_schedules(uids)
+        except Exception as exc:
+            self.log.error("reading due schedules failed; retrying soon", error=repr(exc))
+            for uid in uids:
+                self.reschedule(uid, self.clock() + timedelta(seconds=1))
+            return
+        await asyncio.gather(*(self._guarded_fire(uid, records.get(uid)) for uid in uids))
+
+    async def _guarded_fire(self, uid: str, record: ScheduleRecord | None = None) -> None:
         async with self._limit:
             try:
-                await self.fire(uid)
+                await self.fire(uid, record)
             except Exception as exc:
                 self.log.error("a schedule failed to fire; retrying soon", schedule=uid, error=repr(exc))
                 self.reschedule(uid, self.clock() + timedelta(seconds=1))
 
     # -- firing ------------------------------------------------------------------------------------
 
-    async def fire(self, uid: str) -> None:
-        """Handle whatever is due for one schedule now, then put its next fire on the heap."""
-        record = await self.store.get_schedule(uid)
+    async def fire(self, uid: str, record: ScheduleRecord | None = None) -> None:
+        """Handle whatever is due for one schedule now, then put its next fire on the heap.
+
+        ``record`` is the schedule as just read (a burst reads all due ones in one query); the
+        advance re-checks it inside its transaction, so a stale read costs nothing but a no-op.
+        """
+        if record is None:
+            record = await self.store.get_schedule(uid)
         if record is None or record.state != "active":
             return
         now = self.clock()

@@ -432,6 +432,22 @@ class SqliteStore:
 
         return await self._read(op)
 
+    async def get_schedules(self, uids: Sequence[str]) -> dict[str, ScheduleRecord]:
+        wanted = list(uids)
+
+        def op(conn: sqlite3.Connection) -> dict[str, ScheduleRecord]:
+            found: dict[str, ScheduleRecord] = {}
+            for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
+                chunk = wanted[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE uid IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                found.update((row["uid"], _row_to_schedule(row)) for row in rows)
+            return found
+
+        return await self._read(op)
+
     async def list_schedules(self) -> list[ScheduleRecord]:
         def op(conn: sqlite3.Connection) -> list[ScheduleRecord]:
             rows = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY created").fetchall()

@@ -159,6 +159,10 @@ class JobStore(Protocol):
 
     async def list_schedules(self) -> list[ScheduleRecord]: ...
 
+    async def get_schedules(self, uids: Sequence[str]) -> dict[str, ScheduleRecord]:
+        """Several schedules by uid in one read (the unknown ones left out)."""
+        ...
+
     async def modify_schedule(
         self, uid: str, decide: Callable[[ScheduleRecord], ScheduleChange | None]
     ) -> ScheduleRecord | None:
