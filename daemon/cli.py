@@ -91,30 +91,38 @@ def _load_start_body(path: str) -> dict[str, Any]:
     return body if ("job" in body or "address" in body) else {"job": body}
 
 
-async def _run_daemon(settings: Settings) -> int:
+def _run_daemon(settings: Settings) -> int:
+    """Run the daemon, with a private local broker around it when no broker URL is configured.
+
+    The broker is started and stopped on plain asyncio loops of their own: its launcher waits on
+    child processes, which hangs under uvloop, while the daemon itself runs on uvloop when installed.
+    """
     from .app import Daemon
     from .localbroker import LocalBroker, ensure_installed
 
-    broker: LocalBroker | None = None
+    broker_dir: Path | None = None
     if settings.amqp_url is not None:
         url = settings.amqp_url.get_secret_value()
     else:
         ensure_installed()
-        broker = LocalBroker(settings.state_dir / "broker")
-        print(
-            f"dm-jobd: no DM_JOBD_AMQP_URL; starting a local RabbitMQ in {broker.base_dir}", file=sys.stderr
-        )
-        await broker.start()
+        broker_dir = settings.state_dir / "broker"
+        print(f"dm-jobd: no DM_JOBD_AMQP_URL; starting a local RabbitMQ in {broker_dir}", file=sys.stderr)
+        broker = LocalBroker(broker_dir)
+        asyncio.run(broker.start())
         url = broker.url
         print(f"dm-jobd: local broker at {url}", file=sys.stderr)
     if settings.enable_shell:
         print("dm-jobd: the shell runner is ON: jobs may run any script as this user", file=sys.stderr)
-    try:
+
+    async def serve() -> int:
         await Daemon(settings, url).run()
+        return 0
+
+    try:
+        return _event_loop_runner()(serve())
     finally:
-        if broker is not None:
-            await broker.stop()
-    return 0
+        if broker_dir is not None:
+            asyncio.run(LocalBroker(broker_dir).stop())
 
 
 async def _client_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -249,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(fmt=settings.log_format, level=settings.log_level if args.command == "run" else "warning")
     try:
         if args.command == "run":
-            return _event_loop_runner()(_run_daemon(settings))
+            return _run_daemon(settings)
         if args.command == "runners":
             return _runners(settings)
         return asyncio.run(_client_command(args, settings))

@@ -167,3 +167,38 @@ async def test_dm_job_handler_folder_runs_through_the_daemon(
             seen = await events_until(events, ended(str(answer.uid)))
         assert seen[-1].data.status.value == "completed"
         assert (await client.result(str(answer.uid))).result == "Stig Oskar"
+
+
+async def test_run_without_a_broker_url_starts_a_local_broker_and_stops_it(tmp_path: Path) -> None:
+    """The README's run command: no DM_JOBD_AMQP_URL, so the daemon brings its own broker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DM_JOBD_")}
+    env.update({"DM_JOBD_STATE_DIR": str(tmp_path / ".state"), "DM_JOBD_LOG_FORMAT": "json"})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "daemon.cli",
+        "run",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    try:
+        lines: list[str] = []
+
+        async def ready() -> None:
+            while not any("dm-jobd ready" in line for line in lines):
+                line = (await proc.stderr.readline()).decode()  # type: ignore[union-attr]
+                assert line, f"the daemon exited: {lines}"
+                lines.append(line)
+
+        await asyncio.wait_for(ready(), 90)
+        url_file = tmp_path / ".state" / "broker" / "url"
+        assert url_file.exists()
+        code, out, err = await cli("health", url=None, cwd=tmp_path)
+        assert code == 0 and "1 daemon(s)" in out, err
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    assert not url_file.exists(), "the local broker is stopped with the daemon"
