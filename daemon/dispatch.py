@@ -29,22 +29,14 @@ from .contracts import (
     StartCommand,
     UidCommand,
     UnknownJob,
+    describe_validation_error,
 )
 from .jobs import Jobs
 from .recurring import RECURRING_HANDLER, schedule_view
 from .scheduler import Scheduler
 from .supervisor import Supervisor
 
-__all__ = ["Dispatcher", "describe_validation_error"]
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """Where and what, never the offending value (it could be a token)."""
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+__all__ = ["Dispatcher"]
 
 
 def _error_answer(exc: JobdError, uid: str | None = None) -> bytes:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .contracts import BadCommand, JobEntity, ScheduleRun, ScheduleView
+from .contracts import BadCommand, JobEntity, ScheduleRun, ScheduleView, describe_validation_error
 from .cron import CronError, CronSpec, Policy, parse_timestamp
 from .store import ScheduleRecord
 
@@ -50,9 +50,7 @@ def new_schedule(
     try:
         job = JobEntity.model_validate(entity.get("applicationInput"))
     except ValidationError as exc:
-        where = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_input=False)
-        )
+        where = describe_validation_error(exc)
         raise BadCommand(f"a RecurringJob's applicationInput must be the job to repeat: {where}") from None
     first_after = max(now, start) if start is not None else now
     record = ScheduleRecord(

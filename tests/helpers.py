@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from daemon.client import EventStream
@@ -77,3 +81,25 @@ async def events_until(
 def ended(uid: str) -> Callable[[CloudEvent], bool]:
     """A status event saying job ``uid`` is over."""
     return lambda e: e.subject == uid and not e.type.endswith(".progress") and e.data.status.is_terminal
+
+
+async def run_bench_json(script: Path, *argv: str, amqp_url: str, timeout: float = 240) -> dict[str, Any]:
+    """Run a benchmark script with ``--json`` against ``amqp_url`` and return its figures."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        *argv,
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "DM_JOBD_AMQP_URL": amqp_url},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode(errors="replace")[-4000:]
+    figures: dict[str, Any] = json.loads(out)
+    return figures

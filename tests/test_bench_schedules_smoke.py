@@ -6,11 +6,9 @@ how fast anything is.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import sys
 from pathlib import Path
+
+from helpers import run_bench_json
 
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench-schedules"
 
@@ -38,24 +36,8 @@ FIGURES = (
 
 
 async def test_small_schedule_bench_reports_every_figure(vhost_url: str) -> None:
-    env = {**os.environ, "DM_JOBD_AMQP_URL": vhost_url}
-    argv = ["--quick", "--json", "--schedules", "300", "--burst", "100", "--idle-seconds", "1", "--lead", "5"]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(BENCH),
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 240)
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode(errors="replace")[-4000:]
-    figures = json.loads(out)
+    argv = ["--quick", "--schedules", "300", "--burst", "100", "--idle-seconds", "1", "--lead", "5"]
+    figures = await run_bench_json(BENCH, *argv, amqp_url=vhost_url)
     assert figures["schedules"] == 300 and figures["burst"] == 100
     assert figures["broker"] == "DM_JOBD_AMQP_URL"
     for name in FIGURES:

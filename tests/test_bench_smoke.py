@@ -5,11 +5,9 @@ It checks that the benchmark works, never how fast anything is.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import sys
 from pathlib import Path
+
+from helpers import run_bench_json
 
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench"
 
@@ -38,24 +36,7 @@ FIGURES = (
 
 
 async def test_quick_bench_reports_every_figure_as_a_positive_number(vhost_url: str) -> None:
-    env = {**os.environ, "DM_JOBD_AMQP_URL": vhost_url}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(BENCH),
-        "--quick",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 240)
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode(errors="replace")[-4000:]
-    figures = json.loads(out)
+    figures = await run_bench_json(BENCH, "--quick", amqp_url=vhost_url)
     assert figures["jobs"] == 500 and figures["calls"] == 300
     assert figures["mode"] == "subprocess" and figures["broker"] == "DM_JOBD_AMQP_URL"
     for name in FIGURES:

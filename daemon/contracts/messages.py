@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationError,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -43,6 +44,7 @@ __all__ = [
     "ScheduleView",
     "StartCommand",
     "UidCommand",
+    "describe_validation_error",
 ]
 
 CommandName = Literal[
@@ -278,3 +280,12 @@ class CloudEvent(BaseModel):
     time: datetime
     datacontenttype: Literal["application/json"] = "application/json"
     data: EventData
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Where and what, never the offending value (it could be a token)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
