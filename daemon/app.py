@@ -74,6 +74,9 @@ class Daemon:
         self.store.on_commit = self.relay.notify
         self.relay.start()
         resumed = await self.supervisor.resume()
+        self._reconciler = asyncio.create_task(
+            self.supervisor.reconcile(self.registry.runners()), name="runner cleanup"
+        )
         self.command_publisher = amqp.EventPublisher(
             self.connection, exchange=amqp.COMMANDS, content_type="application/json"
         )
@@ -118,7 +121,8 @@ class Daemon:
             return
         self._started = False
         self._follower.cancel()
-        await asyncio.gather(self._follower, return_exceptions=True)
+        self._reconciler.cancel()
+        await asyncio.gather(self._follower, self._reconciler, return_exceptions=True)
         await self.schedule_events.close()
         await self.scheduler.close()
         await self.consumer.stop()

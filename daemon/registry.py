@@ -74,9 +74,12 @@ class Registry:
     def entries(self) -> list[Entry]:
         return sorted(self._entries.values(), key=lambda e: e.type)
 
+    def runners(self) -> list[Runner]:
+        """Every usable runner once (a plugin serving several types appears once)."""
+        return list({id(e.runner): e.runner for e in self._entries.values() if e.runner is not None}.values())
+
     async def close(self) -> None:
-        runners = {id(e.runner): e.runner for e in self._entries.values() if e.runner is not None}
-        await asyncio.gather(*(r.close() for r in runners.values()), return_exceptions=True)
+        await asyncio.gather(*(r.close() for r in self.runners()), return_exceptions=True)
 
     @classmethod
     def load(

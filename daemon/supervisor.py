@@ -18,6 +18,7 @@ from .contracts import (
     JobSpec,
     JobStatus,
     Log,
+    ReconcilingRunner,
     Runner,
     RunnerError,
     RunnerStatus,
@@ -64,6 +65,20 @@ class Supervisor:
         for record in records:
             self.launch(record)
         return len(records)
+
+    async def reconcile(self, runners: list[Runner]) -> None:
+        """Let runners that leave things behind clean up after jobs the store no longer runs."""
+
+        async def is_active(uid: str) -> bool:
+            record = await self.jobs.store.get(uid)
+            return record is not None and not record.status.is_terminal
+
+        for runner in runners:
+            if isinstance(runner, ReconcilingRunner):
+                try:
+                    await runner.reconcile(is_active)
+                except Exception as exc:  # cleanup is best effort; the daemon runs without it
+                    self.log.warning("runner cleanup failed", runner=type(runner).__name__, error=str(exc))
 
     async def _run(self, record: JobRecord, launched: asyncio.Event) -> None:
         log = self.log

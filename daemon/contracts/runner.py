@@ -8,7 +8,7 @@ Plugins import this module and nothing else of the daemon.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -20,6 +20,7 @@ __all__ = [
     "JobResult",
     "JobSpec",
     "Log",
+    "ReconcilingRunner",
     "Runner",
     "RunnerContext",
     "RunnerPlugin",
@@ -115,6 +116,19 @@ class WatchingRunner(Protocol):
     """Optional: a runner that can push status changes instead of being polled."""
 
     def watch(self, job: JobSpec, handle: Handle) -> AsyncIterator[RunnerStatus]: ...
+
+
+@runtime_checkable
+class ReconcilingRunner(Protocol):
+    """Optional: a runner that leaves things behind (containers, groups) and can clean them up.
+
+    Called once after start-up, when the daemon has re-attached its active jobs. ``is_active(uid)`` reads
+    the store at the moment it is asked: what the runner started for a uid that is not active is an
+    orphan (its job was removed or settled, or never existed here) and may be deleted. Asking per item,
+    after listing, means a job another daemon starts meanwhile is never mistaken for an orphan.
+    """
+
+    async def reconcile(self, is_active: Callable[[str], Awaitable[bool]]) -> None: ...
 
 
 class RunnerPlugin(Protocol):
