@@ -1,0 +1,38 @@
+"""Azure Container Instances runners: AzureContainer, and Omnia classic (ACI in a private subnet).
+
+One runner serves both: an Omnia classic job is the same container group with ``subnetIds`` and Log
+Analytics diagnostics. The plugin is off, with the reason shown, when the configuration is missing or
+wrong (``AZURE_JOB_SUBSCRIPTION`` not a GUID, ...): Azure jobs are then refused, other runners run.
+"""
+
+from __future__ import annotations
+
+from daemon.contracts import RunnerContext, RunnerUnavailable
+
+from .config import AzureConfig, ConfigError
+from .runner import AzureError, AzureRunner
+
+__all__ = ["AZURE_TYPE", "CLASSIC_TYPES", "PLUGIN", "TYPES", "AzureConfig", "AzureError", "AzureRunner"]
+
+AZURE_TYPE = "dmss://WorkflowDS/Blueprints/AzureContainer"
+#: dm-job's name for Omnia classic, and the WorkflowDS one.
+CLASSIC_TYPES = (
+    "dmss://DMT-Internal/DMT/AzureContainerInstanceJobClassic",
+    "dmss://WorkflowDS/Blueprints/AzureContainerClassic",
+)
+TYPES = (AZURE_TYPE, *CLASSIC_TYPES)
+
+
+class _Plugin:
+    types = TYPES
+
+    def create(self, ctx: RunnerContext) -> AzureRunner:
+        try:
+            cfg = AzureConfig.from_env(ctx.env)
+        except ConfigError as exc:
+            raise RunnerUnavailable(f"the Azure runners are off: {exc}") from None
+        ctx.log.info("Azure runners configured", config=repr(cfg))
+        return AzureRunner(cfg, log=ctx.log, state_dir=ctx.state_dir, classic_types=frozenset(CLASSIC_TYPES))
+
+
+PLUGIN = _Plugin()
