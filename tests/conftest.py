@@ -101,3 +101,55 @@ async def jobd(settings: Settings, vhost_url: str) -> AsyncIterator[Daemon]:
 async def client(jobd: Daemon, vhost_url: str) -> AsyncIterator[JobdClient]:
     async with await JobdClient.connect(vhost_url, timeout=20) as c:
         yield c
+
+
+# ---------------------------------------------------------------------------------------------------
+# Docker: one private engine for the session (the local container runner's tests), with a busybox image
+# imported from Debian's busybox-static (no registry is reachable). Fails in CI when the engine cannot
+# start; skipped elsewhere. Tests reach it through DM_JOBD_DOCKER_HOST in the daemon's environment.
+# ---------------------------------------------------------------------------------------------------
+
+from dockerd import DockerdError, LocalDockerd  # noqa: E402 (this section's own imports)
+from dockerd import missing as dockerd_missing  # noqa: E402
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalDockerd]:
+    """A started private dockerd with ``localhost/busybox:local`` imported, stopped at session end."""
+    reason = dockerd_missing()
+    engine = LocalDockerd(tmp_path_factory.mktemp("dockerd"))
+    if reason is None:
+        try:
+            await engine.start()
+            await engine.import_busybox()
+        except (DockerdError, httpx.HTTPError) as exc:
+            await engine.stop()
+            reason = f"the private Docker engine did not start: {exc}"
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield engine
+    finally:
+        await engine.stop()
+
+
+@pytest.fixture
+def docker_environ(docker_engine: LocalDockerd) -> dict[str, str]:
+    """The daemon's environment with the private engine as its Docker host."""
+    return {**os.environ, "DM_JOBD_DOCKER_HOST": docker_engine.url}
+
+
+@pytest.fixture
+async def container_jobd(
+    settings: Settings, vhost_url: str, docker_environ: dict[str, str]
+) -> AsyncIterator[Daemon]:
+    async with Daemon(settings, vhost_url, environ=docker_environ) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+async def container_client(container_jobd: Daemon, vhost_url: str) -> AsyncIterator[JobdClient]:
+    async with await JobdClient.connect(vhost_url, timeout=30) as c:
+        yield c
