@@ -109,7 +109,8 @@ async def client(jobd: Daemon, vhost_url: str) -> AsyncIterator[JobdClient]:
 # start; skipped elsewhere. Tests reach it through DM_JOBD_DOCKER_HOST in the daemon's environment.
 # ---------------------------------------------------------------------------------------------------
 
-from dockerd import DockerdError, LocalDockerd  # noqa: E402 (this section's own imports)
+import aiodocker  # noqa: E402 (this section's own imports)
+from dockerd import DockerdError, LocalDockerd  # noqa: E402
 from dockerd import missing as dockerd_missing  # noqa: E402
 
 
@@ -153,3 +154,14 @@ async def container_jobd(
 async def container_client(container_jobd: Daemon, vhost_url: str) -> AsyncIterator[JobdClient]:
     async with await JobdClient.connect(vhost_url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture
+async def docker(docker_engine: LocalDockerd) -> AsyncIterator[aiodocker.Docker]:
+    """A plain engine client for a test's own look at containers (not the runner's)."""
+    client = aiodocker.Docker(url=docker_engine.url)
+    try:
+        yield client
+    finally:
+        await client.close()
+

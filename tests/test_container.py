@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiodocker
 import pytest
-from dockerd import LocalDockerd
 from helpers import JOB, ended, events_until
 
 from daemon.app import Daemon
@@ -35,16 +33,6 @@ def container_job(script: str, **runner: Any) -> dict[str, Any]:
         "label": "a container job",
         "runner": {"type": LOCAL_CONTAINER, "image": IMAGE, "customCommand": ["sh", "-c", script], **runner},
     }
-
-
-@pytest.fixture
-async def docker(docker_engine: LocalDockerd) -> AsyncIterator[aiodocker.Docker]:
-    """A plain engine client for the tests' own look at containers (not the runner's)."""
-    client = aiodocker.Docker(url=docker_engine.url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def containers_of(docker: aiodocker.Docker, uid: str) -> list[dict[str, Any]]:
