@@ -18,12 +18,13 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["API_VERSION", "Fault", "FakeArm", "Group", "Program", "Recorded"]
+__all__ = ["API_VERSION", "FakeArm", "Fault", "Group", "Program", "Recorded"]
 
 API_VERSION = "2023-05-01"
 _PROVIDER = "providers/Microsoft.ContainerInstance"
 _GROUP = "/subscriptions/{sub}/resourceGroups/{rg}/" + _PROVIDER + "/containerGroups/{name}"
 _STAMP = "2024-01-01T00:00:00Z"
+_JSON = web.RequestKey("json", object)
 
 
 @dataclass
@@ -136,7 +137,7 @@ class FakeArm:
         self.requests.append(
             Recorded(request.method, request.path, dict(request.query), dict(request.headers), body)
         )
-        request["json"] = body
+        request[_JSON] = body
         if request.query.get("api-version") != API_VERSION:
             return _error(400, "MissingApiVersionParameter", "The api-version query parameter is required.")
         auth = request.headers.get("Authorization", "")
@@ -180,7 +181,7 @@ class FakeArm:
     async def _put(self, request: web.Request) -> web.StreamResponse:
         if request.content_type != "application/json":
             return _error(415, "UnsupportedMediaType", "The content media type is not supported.")
-        body = request["json"]
+        body = request[_JSON]
         problem = _invalid(body)
         if problem is not None:
             return _error(400, "InvalidRequestContent", problem)
@@ -326,9 +327,7 @@ class FakeArm:
             view_props["diagnostics"] = {"logAnalytics": {k: v for k, v in la.items() if k != "workspaceKey"}}
         if not fresh:
             group_state = {"Waiting": "Pending", "Running": "Running"}.get(state, "Succeeded")
-            if failed:
-                group_state = "Failed"
-            elif state == "Terminated" and exit_code != 0:
+            if failed or (state == "Terminated" and exit_code != 0):
                 group_state = "Failed"
             view_props["instanceView"] = {"events": [], "state": "Stopped" if group.stopped else group_state}
         return {
@@ -372,5 +371,5 @@ def _not_found(name: str) -> web.Response:
     return _error(
         404,
         "ResourceNotFound",
-        f"The Resource 'Microsoft.ContainerInstance/containerGroups/{name}' under resource group was not found.",
+        f"The Resource 'Microsoft.ContainerInstance/containerGroups/{name}' was not found.",
     )
