@@ -6,9 +6,10 @@ Radix. The job's whole environment (DMSS_TOKEN, DMSS_URL, JOB_DMSS_ID, exported 
 travels as dm-job sent it: JSON in the ``payload`` field, which Radix mounts as a file in the container.
 
 The scheduler is reached at ``DM_JOBD_RADIX_URL_TEMPLATE`` (default ``http://{jobName}:{schedulerPort}``,
-the component's in-cluster address) + ``/api/v1``. The handle keeps that base URL and the job name the
-scheduler chose. Every job is posted with ``jobId`` = the job uid, so a start repeated after a crash
-finds the job it already posted (``GET /jobs``) instead of posting a second one.
+the component's in-cluster address) + ``/api/v1``; each request may take ``DM_JOBD_RADIX_TIMEOUT_SECONDS``
+(default 30). The handle keeps that base URL and the job name the scheduler chose. Every job is posted
+with ``jobId`` = the job uid, so a start repeated after a crash finds the job it already posted
+(``GET /jobs``) instead of posting a second one.
 
 Radix has no result API: a job stores its own results (in DMSS, with its token). ``result`` returns the
 scheduler's final JobStatus as JSON: status, message, timestamps and each pod's exit code.
