@@ -1,7 +1,8 @@
 """The Azure runners against the fake ARM and identity endpoints, through the real Azure SDK clients.
 
 Unit level (no broker): what ARM receives, state mapping, throttling and quota, re-attaching,
-stopping, credentials and configuration errors. The daemon-level paths are in test_azure_daemon.py.
+stopping. Credentials and configuration: test_azure_credentials.py; through the daemon:
+test_azure_daemon.py.
 """
 
 from __future__ import annotations
@@ -12,32 +13,13 @@ from typing import Any
 
 import pytest
 from fake_arm import FakeAzure, Fault, Program, fixtures
-from fake_arm.fixtures import ListLog
-from helpers import JOB, poll_until
+from fake_arm.fixtures import IMAGE_REF, SUBNET, TOKEN, ListLog, azure_job, make_runner
+from helpers import poll_until
 
-from daemon.contracts import JobSpec, JobStatus, RunnerContext, RunnerStatus, RunnerUnavailable
-from plugins.azure import AZURE_TYPE, CLASSIC_TYPES, PLUGIN, AzureError, AzureRunner
+from daemon.contracts import JobSpec, JobStatus, RunnerStatus
+from plugins.azure import CLASSIC_TYPES, AzureRunner
 
-IMAGE = {"registryName": "example.azurecr.io", "imageName": "tool", "version": "1.2"}
-IMAGE_REF = "example.azurecr.io/tool:1.2"
-SUBNET = (
-    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/net/providers/"
-    "Microsoft.Network/virtualNetworks/vnet/subnets/aci"
-)
-TOKEN = "dmss-token-s3cr3t"
 fake_azure = fixtures.fake_azure
-
-
-def make_runner(env: dict[str, str], tmp_path: Path, log: ListLog | None = None) -> AzureRunner:
-    ctx = RunnerContext(env=env, state_dir=tmp_path / "state", log=log or ListLog())
-    return PLUGIN.create(ctx)
-
-
-def azure_job(runner_type: str = AZURE_TYPE, uid: str | None = None, **runner: Any) -> JobSpec:
-    uid = uid or str(uuid.uuid4())
-    entity = {"type": JOB, "label": "azure", "runner": {"type": runner_type, "image": IMAGE, **runner}}
-    env = {"DMSS_TOKEN": TOKEN, "DMSS_URL": "https://dmss.example", "DM_JOB_UID": uid, "MODE": "fast"}
-    return JobSpec(uid=uid, entity=entity, env=env, token=TOKEN)
 
 
 async def run_to_end(runner: AzureRunner, job: JobSpec, handle: dict[str, Any]) -> list[RunnerStatus]:
@@ -312,75 +294,42 @@ async def test_a_failed_deployment_fails_the_job_with_arms_reason(
     assert "failed to deploy" in (seen[-1].message or "") and "not accessible" in (seen[-1].message or "")
 
 
-async def test_service_principal_from_dm_job_variables(fake_azure: FakeAzure, tmp_path: Path) -> None:
-    runner = make_runner(fake_azure.env(**fake_azure.service_principal_env()), tmp_path)
+async def test_throttled_reads_are_retried_after_retry_after(fake_azure: FakeAzure, tmp_path: Path) -> None:
+    runner = make_runner(fake_azure.env(), tmp_path)
+    job = azure_job()
     try:
-        await runner.start(azure_job())
+        started = await runner.start(job)
+        fake_azure.arm.inject(
+            Fault("GET", 429, "TooManyRequests", "Slow down.", retry_after="1", path_suffix=job.uid)
+        )
+        before = len(fake_azure.arm.received("GET", job.uid))
+        status = await runner.poll(job, started.handle)
     finally:
         await runner.close()
-    [token] = [r for r in fake_azure.identity.requests if r.method == "POST"]
-    assert token.path == f"/{fake_azure.identity.tenant}/oauth2/v2.0/token"
-    assert token.body["client_id"] == fake_azure.identity.client_id
-    assert token.body["grant_type"] == "client_credentials"
-    assert token.body["scope"] == fake_azure.arm_url + "/.default"
-    assert fake_azure.arm.creations == 1
-    assert not [r for r in fake_azure.identity.requests if r.method == "GET"], "no managed identity used"
+    assert status.status in (JobStatus.STARTING, JobStatus.RUNNING)
+    assert len(fake_azure.arm.received("GET", job.uid)) >= before + 2, "the SDK retried the throttled GET"
 
 
-async def test_authentication_failures_fail_the_start_with_a_clear_message(
+async def test_transient_arm_errors_on_create_are_retried(fake_azure: FakeAzure, tmp_path: Path) -> None:
+    fake_azure.arm.inject(Fault("PUT", 503, "ServiceUnavailable", "Try again later."))
+    runner = make_runner(fake_azure.env(), tmp_path)
+    job = azure_job()
+    try:
+        started = await runner.start(job)
+        assert "ARM is unavailable" in (started.status.message or "")
+        seen = await run_to_end(runner, job, started.handle)
+    finally:
+        await runner.close()
+    assert seen[-1].status is JobStatus.COMPLETED and fake_azure.arm.creations == 1
+
+
+async def test_a_bad_image_field_fails_the_start_and_sends_nothing(
     fake_azure: FakeAzure, tmp_path: Path
 ) -> None:
-    env = fake_azure.env(**fake_azure.service_principal_env(secret="wrong-secret"))
-    runner = make_runner(env, tmp_path)
-    try:
-        with pytest.raises(AzureError) as caught:
-            await runner.start(azure_job())
-    finally:
-        await runner.close()
-    message = str(caught.value)
-    assert message.startswith("Azure authentication failed with service principal")
-    assert "AADSTS7000215" in message and "wrong-secret" not in message and TOKEN not in message
-    assert fake_azure.arm.requests == []
-
-
-async def test_arm_refusing_the_token_fails_the_start(fake_azure: FakeAzure, tmp_path: Path) -> None:
-    fake_azure.arm.inject(Fault("GET", 401, "InvalidAuthenticationToken", "The access token is invalid."))
     runner = make_runner(fake_azure.env(), tmp_path)
     try:
-        with pytest.raises(AzureError, match="Azure authentication failed with DefaultAzureCredential"):
-            await runner.start(azure_job())
+        with pytest.raises(ValueError, match=r"runner\.image\.imageName"):
+            await runner.start(azure_job(image={"registryName": "example.azurecr.io"}))
     finally:
         await runner.close()
-
-
-@pytest.mark.parametrize(
-    ("change", "named"),
-    [
-        ({"AZURE_JOB_SUBSCRIPTION": ""}, "AZURE_JOB_SUBSCRIPTION is not set"),
-        ({"AZURE_JOB_SUBSCRIPTION": "my-subscription"}, "AZURE_JOB_SUBSCRIPTION is not a GUID"),
-        ({"AZURE_JOB_RESOURCE_GROUP": ""}, "AZURE_JOB_RESOURCE_GROUP is not set"),
-        (
-            {
-                "AZURE_JOB_CLIENT_ID": "app",
-                "AZURE_SP_SECRET": "sp-secret-value",
-                "AZURE_JOB_TENANT_ID": str(uuid.uuid4()),
-            },
-            "AZURE_JOB_CLIENT_ID is not a GUID",
-        ),
-        ({"AZURE_JOB_CLIENT_ID": str(uuid.uuid4())}, "AZURE_JOB_TENANT_ID, AZURE_SP_SECRET not set"),
-        ({"DM_JOBD_AZURE_ARM_ENDPOINT": "http://127.0.0.1:1"}, "DM_JOBD_AZURE_ARM_ENDPOINT"),
-        ({"DM_JOBD_AZURE_CA_BUNDLE": "/nonexistent.pem"}, "DM_JOBD_AZURE_CA_BUNDLE"),
-        ({"DM_JOBD_AZURE_SUBNET_ID": "subnet-1"}, "DM_JOBD_AZURE_SUBNET_ID 'subnet-1' is not a subnet"),
-        ({"DM_JOBD_AZURE_RETRY_LIMIT": "many"}, "DM_JOBD_AZURE_RETRY_LIMIT"),
-    ],
-)
-def test_configuration_errors_name_the_setting(tmp_path: Path, change: dict[str, str], named: str) -> None:
-    env = {
-        "AZURE_JOB_SUBSCRIPTION": str(uuid.uuid4()),
-        "AZURE_JOB_RESOURCE_GROUP": "rg",
-        **change,
-    }
-    with pytest.raises(RunnerUnavailable, match="the Azure runners are off") as caught:
-        make_runner(env, tmp_path)
-    assert named in str(caught.value)
-    assert "sp-secret-value" not in str(caught.value)
+    assert fake_azure.arm.requests == []

@@ -192,7 +192,9 @@ class AzureRunner:
     def _defer(self, uid: str, exc: HttpResponseError, *, failures: int) -> _Pending:
         backoff = min(self.cfg.retry_base_seconds * 2 ** (failures - 1), self.cfg.retry_max_seconds)
         delay = max(retry_after(exc) or 0.0, backoff)
-        why = "Azure is throttling requests" if exc.status_code == 429 else "an Azure quota is reached"
+        why = {429: "Azure is throttling requests"}.get(exc.status_code or 0, "an Azure quota is reached")
+        if (exc.status_code or 0) >= 500 or exc.status_code == 408:
+            why = "ARM is unavailable"
         message = (
             f"{why} ({describe_error(exc)}); creating the container group again in {delay:g} s "
             f"(retry {failures} of {self.cfg.retry_limit})"
@@ -245,7 +247,7 @@ class AzureRunner:
     async def _status(self, job: JobSpec, handle: Handle, group: ContainerGroup) -> RunnerStatus:
         state = group_state(group, self._provision_errors.get(job.uid))
         if state.container_state not in ("Running", "Terminated"):
-            return RunnerStatus(state.status, state.message)
+            return self._seen(job.uid, RunnerStatus(state.status, state.message))
         container = _container(group, handle)
         if state.status.is_terminal:
             log = await self._logs(str(handle["group"]), container, tail=None)
@@ -256,7 +258,14 @@ class AzureRunner:
         else:
             log = await self._logs(str(handle["group"]), container, tail=self.cfg.log_lines)
         lines = tuple(log.splitlines()[-self.cfg.log_lines :]) if log else ()
-        return RunnerStatus(state.status, state.message, logs=lines)
+        return self._seen(job.uid, RunnerStatus(state.status, state.message, logs=lines))
+
+    def _seen(self, uid: str, status: RunnerStatus) -> RunnerStatus:
+        """Forget a job's in-memory traces once it is over (the daemon polls it no more)."""
+        if status.status.is_terminal:
+            self._created.discard(uid)
+            self._provision_errors.pop(uid, None)
+        return status
 
     async def _logs(self, name: str, container: str, *, tail: int | None) -> str | None:
         """The container's log; None while ACI cannot give it (not ready yet, or gone)."""

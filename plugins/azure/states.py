@@ -27,6 +27,8 @@ __all__ = [
 
 #: A log line starting with this carries the job's result (the last such line wins).
 RESULT_MARKER = "dm-job-result:"
+#: Throttling, and ARM's transient failures (a create with a derived name is safe to repeat).
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _THROTTLE_CODES = frozenset(
     {"TooManyRequests", "SubscriptionRequestsThrottled", "ResourceRequestsThrottled", "ServerBusy"}
 )
@@ -81,10 +83,12 @@ def describe_error(exc: HttpResponseError) -> str:
 
 
 def is_retryable(exc: HttpResponseError) -> bool:
-    """Throttling and quota errors: wait and try again instead of failing the job."""
+    """Throttling, quota and transient errors: wait and try again instead of failing the job."""
     code = arm_code(exc) or ""
     return (
-        exc.status_code == 429 or code in _THROTTLE_CODES or code.endswith(("QuotaReached", "QuotaExceeded"))
+        exc.status_code in _TRANSIENT_STATUS
+        or code in _THROTTLE_CODES
+        or code.endswith(("QuotaReached", "QuotaExceeded"))
     )
 
 
