@@ -73,9 +73,7 @@ async def _serve(app: web.Application, tls: Tls | None) -> tuple[web.AppRunner, 
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls.server_context() if tls else None)
     await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     return runner, f"{'https' if tls else 'http'}://127.0.0.1:{port}"
 
 

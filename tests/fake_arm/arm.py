@@ -24,7 +24,7 @@ API_VERSION = "2023-05-01"
 _PROVIDER = "providers/Microsoft.ContainerInstance"
 _GROUP = "/subscriptions/{sub}/resourceGroups/{rg}/" + _PROVIDER + "/containerGroups/{name}"
 _STAMP = "2024-01-01T00:00:00Z"
-_JSON = web.RequestKey("json", object)
+_JSON: web.RequestKey[Any] = web.RequestKey("json", object)
 
 
 @dataclass
