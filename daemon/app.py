@@ -13,6 +13,7 @@ from . import amqp
 from .config import Settings
 from .contracts import Log, RunnerPlugin
 from .dispatch import Dispatcher
+from .dmss import DmssClient
 from .events import EventFactory
 from .jobs import Jobs
 from .outbox import OutboxRelay
@@ -20,6 +21,7 @@ from .registry import Registry
 from .scheduler import Scheduler
 from .sqlite_store import SqliteStore
 from .supervisor import Supervisor
+from .writeback import WritebackRelay
 
 __all__ = ["Daemon", "runner_environ"]
 
@@ -49,6 +51,8 @@ class Daemon:
         self.plugins = plugins
         self.log: Log = log or structlog.get_logger("dm-jobd")
         self.store = SqliteStore(settings.store_path)
+        self.dmss: DmssClient | None = None
+        self.writeback: WritebackRelay | None = None
         self._stopping = asyncio.Event()
         self._started = False
 
@@ -63,7 +67,10 @@ class Daemon:
             plugins=self.plugins,
         )
         events = EventFactory(source=s.event_source, log_lines=s.event_log_lines)
-        self.jobs = Jobs(self.store, self.registry, events, s, self.environ)
+        if s.dmss_url:
+            verify: bool | str = str(s.dmss_ca_bundle) if s.dmss_ca_bundle else True
+            self.dmss = DmssClient(s.dmss_url, timeout=s.dmss_timeout_seconds, verify=verify)
+        self.jobs = Jobs(self.store, self.registry, events, s, self.environ, self.dmss)
         self.supervisor = Supervisor(
             self.jobs, log=self.log, poll_min=s.poll_min_seconds, poll_max=s.poll_max_seconds
         )
@@ -73,6 +80,18 @@ class Daemon:
         self.relay = OutboxRelay(self.store, self.publisher, log=self.log)
         self.store.on_commit = self.relay.notify
         self.relay.start()
+        if self.dmss is not None:
+            self.writeback = WritebackRelay(
+                self.store, self.dmss, self.jobs.result_data, log=self.log, retry_max=s.dmss_retry_max_seconds
+            )
+            relay, writeback = self.relay, self.writeback
+
+            def committed() -> None:
+                relay.notify()
+                writeback.notify()
+
+            self.store.on_commit = committed
+            self.writeback.start()
         resumed = await self.supervisor.resume()
         self._reconciler = asyncio.create_task(
             self.supervisor.reconcile(self.registry.runners()), name="runner cleanup"
@@ -129,6 +148,10 @@ class Daemon:
         await self.supervisor.close()
         await self.command_publisher.close()
         await self.relay.close()
+        if self.writeback is not None:
+            await self.writeback.close()
+        if self.dmss is not None:
+            await self.dmss.close()
         await self.publisher.close()
         await self.connection.close()
         await self.registry.close()

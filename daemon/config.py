@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     dmss_url: str | None = Field(default=None, validation_alias=AliasChoices("DM_JOBD_DMSS_URL", "DMSS_URL"))
+    dmss_timeout_seconds: float = Field(default=30.0, gt=0, description="Per request to DMSS")
+    dmss_ca_bundle: Path | None = Field(default=None, description="CA bundle for DMSS's TLS certificate")
+    dmss_retry_max_seconds: float = Field(
+        default=60.0, gt=0, description="Longest wait between retries of a write-back to DMSS"
+    )
     envs_to_export: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         validation_alias=AliasChoices("DM_JOBD_ENVS_TO_EXPORT", "SCHEDULER_ENVS_TO_EXPORT"),

@@ -113,11 +113,6 @@ class Dispatcher:
     async def _run(self, kind: str, command: Command, delivery: Delivery) -> bytes:
         jobs = self.jobs
         if isinstance(command, StartCommand):
-            if command.address is not None:
-                raise BadCommand(
-                    "DMSS is not configured: start the job with the entity inline ('job')",
-                    code=ErrorCode.DMSS_NOT_CONFIGURED,
-                )
             key = f"start:{delivery.message_id}" if delivery.message_id else None
             answer, record, schedule = await jobs.accept(command, key=key, user_id=delivery.user_id)
             if schedule is not None:

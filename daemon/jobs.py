@@ -1,8 +1,9 @@
 """The job state machine: accepting starts, recording what runners and jobs report, answering queries.
 
 Every change goes through :meth:`Jobs.change`, which reads, decides and writes inside one store
-transaction together with the event it causes. A terminal status is final: later reports about a job
-that has completed, failed or been removed change nothing.
+transaction together with the event it causes (and, for a job in DMSS, the write-back of its entity).
+A terminal status is final: later reports about a job that has completed, failed or been removed
+change nothing.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from .config import Settings
 from .contracts import (
     Answer,
     BadCommand,
     Base64Result,
+    ErrorCode,
     Handle,
+    JobEntity,
+    JobResult,
     JobSpec,
     JobStatus,
     JobView,
@@ -30,13 +36,19 @@ from .contracts import (
     RunnerStatus,
     StartCommand,
     UnknownJob,
+    describe_validation_error,
 )
+from .dmss import DmssClient
 from .events import EventFactory
-from .recurring import RECURRING_HANDLER, is_recurring, new_schedule, schedule_view
+from .recurring import RECURRING_HANDLER, RECURRING_JOB, is_recurring, new_schedule, schedule_view
 from .registry import Registry
 from .store import Change, JobRecord, JobStore, PendingEvent, ScheduleRecord
+from .writeback import writebacks_for
 
-__all__ = ["Jobs", "job_env"]
+__all__ = ["JOB_TYPES", "Jobs", "job_env"]
+
+#: The blueprints a document started by address must have (dm-job's Job and RecurringJob).
+JOB_TYPES = ("dmss://WorkflowDS/Blueprints/Job", RECURRING_JOB)
 
 
 def job_env(record: JobRecord, settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
@@ -71,6 +83,19 @@ def _check_env_list(entity: Mapping[str, Any]) -> None:
             raise BadCommand(f"runner.environmentVariables: {name!r} is not a valid variable name")
 
 
+def _as_job(document: Any, address: str) -> JobEntity:
+    """The document DMSS answered, checked to be a Job or RecurringJob with a runner."""
+    if not isinstance(document, dict):
+        raise BadCommand(f"the document at {address} is not a job entity (not an object)")
+    if document.get("type") not in JOB_TYPES:
+        kinds = " or ".join(JOB_TYPES)
+        raise BadCommand(f"the document at {address} is a {document.get('type')!r}, not a {kinds}")
+    try:
+        return JobEntity.model_validate(document)
+    except ValidationError as exc:
+        raise BadCommand(f"the job entity at {address}: {describe_validation_error(exc)}") from None
+
+
 class Jobs:
     def __init__(
         self,
@@ -79,12 +104,15 @@ class Jobs:
         events: EventFactory,
         settings: Settings,
         environ: Mapping[str, str],
+        dmss: DmssClient | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.events = events
         self.settings = settings
         self.environ = environ
+        #: Set when a DMSS URL is configured: starts by address, write-backs and results use it.
+        self.dmss = dmss
 
     # -- helpers the supervisor uses -------------------------------------------------------------
 
@@ -115,11 +143,15 @@ class Jobs:
 
         Returns the answer, and the record and schedule unless the command was a duplicate.
         """
-        assert cmd.job is not None
-        entity = cmd.job.model_dump(by_alias=True, exclude_unset=True)
+        token = cmd.token.get_secret_value() if cmd.token is not None else None
+        if key is not None and self.dmss is not None and (cmd.address or cmd.schedule):
+            prior = await self.store.answer_for(key)  # a duplicate must not read or add to DMSS again
+            if prior is not None:
+                return prior, None, None
+        job, address = await self._source(cmd, token)
+        entity = job.model_dump(by_alias=True, exclude_unset=True)
         now = datetime.now(UTC)
         uid = str(uuid.uuid4())
-        token = cmd.token.get_secret_value() if cmd.token is not None else None
         schedule: ScheduleRecord | None = None
         if is_recurring(entity):
             schedule, repeated = new_schedule(uid, entity, now=now, token=token)
@@ -128,14 +160,14 @@ class Jobs:
             status, runner_type = JobStatus.REGISTERED, RECURRING_HANDLER
             note = f"schedule registered; next fire at {schedule.next_fire:%Y-%m-%d %H:%M:%S %Z}"
         else:
-            self.registry.get(cmd.job.runner.type)  # unknown or disabled runner types are refused here
+            self.registry.get(job.runner.type)  # unknown or disabled runner types are refused here
             _check_env_list(entity)
             status, runner_type, note = (
                 JobStatus.STARTING,
-                cmd.job.runner.type,
+                job.runner.type,
                 "job accepted; it is starting",
             )
-        triggered_by = cmd.job.triggered_by or user_id
+        triggered_by = job.triggered_by or user_id
         if cmd.schedule is not None:
             triggered_by = f"Schedule ({cmd.schedule})"  # as dm-job wrote it
         record = JobRecord(
@@ -144,8 +176,9 @@ class Jobs:
             runner_type=runner_type,
             entity=entity,
             created=now,
-            label=cmd.job.label,
+            label=job.label,
             triggered_by=triggered_by,
+            address=address,
             token=token,
             time_limit=cmd.time_limit_seconds or self.settings.default_time_limit_seconds,
             message="accepted",
@@ -159,11 +192,39 @@ class Jobs:
         if schedule is not None:
             events.append(self.events.schedule(schedule, "registered"))
         existing = await self.store.insert(
-            record, key=key, answer=answer, events=events, schedule=schedule, scheduled_for=cmd.scheduled_for
+            record,
+            key=key,
+            answer=answer,
+            events=events,
+            schedule=schedule,
+            scheduled_for=cmd.scheduled_for,
+            writebacks=writebacks_for(record, None, dmss_configured=self.dmss is not None),
         )
         if existing is not None:
             return existing, None, None
         return answer, record, schedule
+
+    async def _source(self, cmd: StartCommand, token: str | None) -> tuple[JobEntity, str | None]:
+        """The job entity to start and its DMSS address (None for an inline job).
+
+        By address: read from DMSS (depth 1), as dm-job did. A run of a recurring job that lives in
+        DMSS is first appended to ``<its address>.schedule.runs``, and that new address is the run's.
+        """
+        if cmd.address is not None:
+            if self.dmss is None:
+                raise BadCommand(
+                    "DMSS is not configured: start the job with the entity inline ('job')",
+                    code=ErrorCode.DMSS_NOT_CONFIGURED,
+                )
+            document = await self.dmss.get(cmd.address, token, depth=1)
+            return _as_job(document, cmd.address), cmd.address
+        assert cmd.job is not None
+        if cmd.schedule is not None and self.dmss is not None:
+            parent = await self.store.get(cmd.schedule)
+            if parent is not None and parent.address:
+                run = cmd.job.model_dump(by_alias=True, exclude_unset=True)
+                return cmd.job, await self.dmss.add(f"{parent.address}.schedule.runs", token, run)
+        return cmd.job, None
 
     async def progress(self, cmd: ProgressCommand) -> JobRecord:
         """A job's own report: status, percentage, log lines (appended)."""
@@ -174,12 +235,16 @@ class Jobs:
             raise UnknownJob(f"no job with uid {cmd.uid!r}")
         return record
 
-    async def result(self, uid: str) -> ResultAnswer:
+    async def result_data(self, uid: str) -> JobResult:
+        """A completed job's result, from its runner."""
         record = await self.get(uid)
         if record.status is not JobStatus.COMPLETED:
             raise NotFinished(f"job {uid} is {record.status.value}; a result exists once it has completed")
-        runner = self.runner_for(record)
-        outcome = await runner.result(self.spec(record), record.handle or {})
+        return await self.runner_for(record).result(self.spec(record), record.handle or {})
+
+    async def result(self, uid: str) -> ResultAnswer:
+        outcome = await self.result_data(uid)
+        record = await self.get(uid)
         data: str | Base64Result
         if isinstance(outcome.data, str):
             data = outcome.data
@@ -218,6 +283,7 @@ class Jobs:
         handle: Handle | None = None,
     ) -> JobRecord | None:
         keep = self.settings.log_lines
+        dmss_configured = self.dmss is not None
 
         def decide(current: JobRecord) -> Change | None:
             if current.status.is_terminal:
@@ -251,7 +317,7 @@ class Jobs:
                 events.append(self.events.progressed(new))
             elif new.handle == current.handle:
                 return None
-            return Change(new, events)
+            return Change(new, events, writebacks_for(new, current.status, dmss_configured=dmss_configured))
 
         return await self.store.modify(uid, decide)
 

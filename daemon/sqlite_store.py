@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .contracts import ACTIVE, JobStatus
-from .store import Change, JobRecord, OutboxRow, PendingEvent, ScheduleChange, ScheduleRecord
+from .store import (
+    Change,
+    JobRecord,
+    OutboxRow,
+    PendingEvent,
+    PendingWriteback,
+    ScheduleChange,
+    ScheduleRecord,
+    WritebackRow,
+)
 
 # SQL here is built only from this module's own constants, never from input.
 # ruff: noqa: S608
@@ -75,6 +84,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     routing_key TEXT NOT NULL,
     message_id TEXT NOT NULL,
     body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS writeback (
+    uid TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    address TEXT NOT NULL,
+    body TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (uid, kind)
 );
 """.format(active=", ".join(f"'{s.value}'" for s in sorted(ACTIVE)))
 
@@ -185,6 +204,17 @@ def _write_events(conn: sqlite3.Connection, events: Sequence[PendingEvent]) -> N
         conn.executemany(
             "INSERT INTO outbox (routing_key, message_id, body) VALUES (?, ?, ?)",
             [(e.routing_key, e.message_id, e.body) for e in events],
+        )
+
+
+def _write_writebacks(conn: sqlite3.Connection, writebacks: Sequence[PendingWriteback]) -> None:
+    """Queue DMSS write-backs; a newer one for the same job and kind replaces the queued one."""
+    if writebacks:
+        conn.executemany(
+            "INSERT INTO writeback (uid, kind, address, body) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (uid, kind) DO UPDATE SET address = excluded.address, body = excluded.body,"
+            " version = version + 1, attempts = 0, not_before = 0",
+            [(w.uid, w.kind, w.address, json.dumps(w.body, separators=(",", ":"))) for w in writebacks],
         )
 
 
@@ -320,6 +350,7 @@ class SqliteStore:
         schedule: ScheduleRecord | None = None,
         scheduled_for: datetime | None = None,
         run_limit: int = 100,
+        writebacks: Sequence[PendingWriteback] = (),
     ) -> bytes | None:
         def op(conn: sqlite3.Connection) -> bytes | None:
             if key is not None:
@@ -340,6 +371,7 @@ class SqliteStore:
             if record.schedule is not None:
                 _append_run(conn, record, scheduled_for, run_limit)
             _write_events(conn, events)
+            _write_writebacks(conn, writebacks)
             return None
 
         return await self._write(op)
@@ -383,6 +415,7 @@ class SqliteStore:
                 ),
             )
             _write_events(conn, change.events)
+            _write_writebacks(conn, change.writebacks)
             return change.record
 
         return await self._write(op)
@@ -415,6 +448,55 @@ class SqliteStore:
 
         def op(conn: sqlite3.Connection) -> None:
             conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in id_list])
+
+        await self._write(op)
+
+    async def writebacks(self, now: float, limit: int) -> list[WritebackRow]:
+        def op(conn: sqlite3.Connection) -> list[WritebackRow]:
+            rows = conn.execute(
+                "SELECT w.uid, w.kind, w.address, w.body, w.version, w.attempts, j.token"
+                " FROM writeback w LEFT JOIN jobs j ON j.uid = w.uid"
+                " WHERE w.not_before <= ? ORDER BY w.not_before, w.rowid LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            return [
+                WritebackRow(
+                    r["uid"],
+                    r["kind"],
+                    r["address"],
+                    json.loads(r["body"]),
+                    r["version"],
+                    r["attempts"],
+                    r["token"],
+                )
+                for r in rows
+            ]
+
+        return await self._read(op)
+
+    async def next_writeback(self) -> float | None:
+        def op(conn: sqlite3.Connection) -> float | None:
+            value = conn.execute("SELECT MIN(not_before) FROM writeback").fetchone()[0]
+            return float(value) if value is not None else None
+
+        return await self._read(op)
+
+    async def writeback_done(self, row: WritebackRow) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM writeback WHERE uid = ? AND kind = ? AND version = ?",
+                (row.uid, row.kind, row.version),
+            )
+
+        await self._write(op)
+
+    async def writeback_retry(self, row: WritebackRow, not_before: float) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE writeback SET attempts = attempts + 1, not_before = ?"
+                " WHERE uid = ? AND kind = ? AND version = ?",
+                (not_before, row.uid, row.kind, row.version),
+            )
 
         await self._write(op)
 

@@ -20,8 +20,10 @@ __all__ = [
     "JobStore",
     "OutboxRow",
     "PendingEvent",
+    "PendingWriteback",
     "ScheduleChange",
     "ScheduleRecord",
+    "WritebackRow",
 ]
 
 
@@ -95,11 +97,41 @@ class OutboxRow:
 
 
 @dataclass(frozen=True)
+class PendingWriteback:
+    """A DMSS write to make for a job, queued with the change that causes it.
+
+    One row per (job, kind): a newer one replaces the older, so a DMSS outage leaves the latest state
+    to write, not a backlog. ``kind`` is ``entity`` (``body`` is the partial update for the job entity
+    at ``address``) or ``result`` (store the job's result at ``address``, its ``outputTarget``).
+    """
+
+    uid: str
+    kind: str
+    address: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WritebackRow:
+    """A queued write-back as the relay reads it, with the job's token (read from the job's row)."""
+
+    uid: str
+    kind: str
+    address: str
+    body: dict[str, Any]
+    #: Bumped whenever a newer write replaces this one: done/retry touch only the version they read.
+    version: int
+    attempts: int
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class Change:
     """What a :meth:`JobStore.modify` callback decided: the new record and the events it causes."""
 
     record: JobRecord
     events: Sequence[PendingEvent] = ()
+    writebacks: Sequence[PendingWriteback] = ()
 
 
 class JobStore(Protocol):
@@ -119,8 +151,9 @@ class JobStore(Protocol):
         schedule: ScheduleRecord | None = None,
         scheduled_for: datetime | None = None,
         run_limit: int = 100,
+        writebacks: Sequence[PendingWriteback] = (),
     ) -> bytes | None:
-        """Insert a new job with its idempotency key and events.
+        """Insert a new job with its idempotency key, events and DMSS write-backs.
 
         With ``schedule``, the job is a recurring job and its schedule is inserted with it. A job
         whose ``record.schedule`` names a schedule is one of its runs and is appended to that
@@ -170,3 +203,19 @@ class JobStore(Protocol):
         ...
 
     async def outbox_done(self, ids: Sequence[int]) -> None: ...
+
+    async def writebacks(self, now: float, limit: int) -> list[WritebackRow]:
+        """Queued DMSS write-backs due at ``now`` (epoch seconds), oldest first."""
+        ...
+
+    async def next_writeback(self) -> float | None:
+        """When the earliest queued write-back is due (epoch seconds), or None when none is queued."""
+        ...
+
+    async def writeback_done(self, row: WritebackRow) -> None:
+        """Delete ``row`` unless a newer write replaced it meanwhile."""
+        ...
+
+    async def writeback_retry(self, row: WritebackRow, not_before: float) -> None:
+        """Count a failed attempt and wait until ``not_before`` (unless a newer write replaced it)."""
+        ...

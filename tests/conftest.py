@@ -165,3 +165,41 @@ async def docker(docker_engine: LocalDockerd) -> AsyncIterator[aiodocker.Docker]
     finally:
         await client.close()
 
+
+# ---------------------------------------------------------------------------------------------------
+# DMSS: a fake DMSS on a real local port (tests/fake_dmss.py), reached through ordinary configuration
+# (the DMSS URL), and a daemon configured to use it.
+# ---------------------------------------------------------------------------------------------------
+
+from fake_dmss import FakeDmss  # noqa: E402 (this section's own imports)
+
+DMSS_TOKEN = "dmss-tok-3e1f9a7c-secret"
+
+
+@pytest.fixture
+async def fake_dmss() -> AsyncIterator[FakeDmss]:
+    """A fresh fake DMSS accepting the token ``DMSS_TOKEN``."""
+    dmss = FakeDmss(tokens={DMSS_TOKEN})
+    await dmss.start()
+    try:
+        yield dmss
+    finally:
+        await dmss.stop()
+
+
+@pytest.fixture
+def dmss_settings(settings: Settings, fake_dmss: FakeDmss) -> Settings:
+    """The test settings with the fake DMSS's URL and short write-back retries."""
+    return settings.model_copy(update={"dmss_url": fake_dmss.url, "dmss_retry_max_seconds": 0.3})
+
+
+@pytest.fixture
+async def dmss_jobd(dmss_settings: Settings, vhost_url: str) -> AsyncIterator[Daemon]:
+    async with Daemon(dmss_settings, vhost_url) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+async def dmss_client(dmss_jobd: Daemon, vhost_url: str) -> AsyncIterator[JobdClient]:
+    async with await JobdClient.connect(vhost_url, timeout=20) as c:
+        yield c

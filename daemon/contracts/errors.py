@@ -10,6 +10,8 @@ from enum import StrEnum
 
 __all__ = [
     "BadCommand",
+    "DmssError",
+    "DmssUnavailable",
     "ErrorCode",
     "JobdError",
     "NotFinished",
@@ -30,6 +32,10 @@ class ErrorCode(StrEnum):
     UNKNOWN_JOB = "unknown_job"
     NOT_FINISHED = "not_finished"
     DMSS_NOT_CONFIGURED = "dmss_not_configured"
+    DMSS_UNAUTHORIZED = "dmss_unauthorized"
+    DMSS_NOT_FOUND = "dmss_not_found"
+    DMSS_INVALID = "dmss_invalid"
+    DMSS_UNAVAILABLE = "dmss_unavailable"
     RUNNER_ERROR = "runner_error"
     INTERNAL = "internal"
 
@@ -73,4 +79,24 @@ class RunnerError(JobdError):
     """A runner could not do what was asked (engine unreachable, process gone...)."""
 
     code = ErrorCode.RUNNER_ERROR
+    bad_input = False
+
+
+class DmssError(JobdError):
+    """DMSS refused a request for a reason a retry will not fix (401/403, 404, 400/422).
+
+    ``status`` is the HTTP status DMSS answered; the message says what was asked and DMSS's reason.
+    """
+
+    code = ErrorCode.DMSS_INVALID
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None, status: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+
+
+class DmssUnavailable(JobdError):
+    """DMSS could not be reached or answered 5xx/429: worth retrying later, never the caller's fault."""
+
+    code = ErrorCode.DMSS_UNAVAILABLE
     bad_input = False

@@ -1,0 +1,184 @@
+"""Writing job state back to DMSS: what to write, and the relay that drains the durable queue.
+
+As dm-job did, every change of a job started by address is written to its entity (``status``,
+``started``, ``ended``, ``log``) as a partial update, without the daemon's own fields; a completed job
+with an ``outputTarget`` has its result stored there. The writes are queued in the store in the same
+transaction as the change (like events in the outbox), coalesced to the newest per job, and drained
+here with per-row backoff: a DMSS outage delays them, never blocks or loses the job's state or events.
+A write DMSS refuses for good (401, 404, validation) is logged and dropped: retrying cannot fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from .contracts import DmssError, DmssUnavailable, JobResult, JobStatus, Log
+from .dmss import DmssClient, data_source_of
+from .store import JobRecord, JobStore, PendingWriteback, WritebackRow
+
+__all__ = ["ENTITY", "RESULT", "WritebackRelay", "entity_update", "result_document", "writebacks_for"]
+
+ENTITY = "entity"
+RESULT = "result"
+BLOB = "dmss://system/SIMOS/Blob"
+
+#: How the relay gets a completed job's result (the runner's answer, as ``job.result`` gives it).
+ResultOf = Callable[[str], Awaitable[JobResult]]
+
+
+def _stamp(value: datetime) -> str:
+    return value.replace(microsecond=0).isoformat()
+
+
+def entity_update(record: JobRecord) -> dict[str, Any]:
+    """The attributes of the job entity the daemon owns, as dm-job wrote them; nothing internal."""
+    body: dict[str, Any] = {"status": record.status.value, "log": list(record.logs)}
+    if record.started is not None:
+        body["started"] = _stamp(record.started)
+    if record.ended is not None:
+        body["ended"] = _stamp(record.ended)
+    return body
+
+
+def writebacks_for(
+    new: JobRecord, previous: JobStatus | None, *, dmss_configured: bool
+) -> list[PendingWriteback]:
+    """What a change to ``new`` (from status ``previous``) must write to DMSS."""
+    if not dmss_configured:
+        return []
+    out: list[PendingWriteback] = []
+    if new.address:
+        out.append(PendingWriteback(new.uid, ENTITY, new.address, entity_update(new)))
+    target = new.entity.get("outputTarget")
+    finished = new.status is JobStatus.COMPLETED and previous is not JobStatus.COMPLETED
+    if finished and isinstance(target, str) and target:
+        out.append(PendingWriteback(new.uid, RESULT, target, {}))
+    return out
+
+
+def result_document(result: JobResult) -> dict[str, Any] | None:
+    """A result that is a JSON entity (an object with ``type``) is stored as it is; None otherwise
+    (the bytes then go to a blob, described by a ``SIMOS/Blob`` entity: see :meth:`WritebackRelay`)."""
+    data = result.data
+    if result.media_type == "application/json" or (isinstance(data, str) and data.lstrip().startswith("{")):
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            return None
+        if isinstance(parsed, dict) and isinstance(parsed.get("type"), str):
+            return parsed
+    return None
+
+
+class WritebackRelay:
+    """Drains the store's write-back queue to DMSS, newest state per job, with backoff per row."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        dmss: DmssClient,
+        result_of: ResultOf,
+        *,
+        log: Log,
+        batch: int = 64,
+        idle_poll: float = 5.0,
+        retry_min: float = 0.2,
+        retry_max: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.dmss = dmss
+        self.result_of = result_of
+        self.log = log
+        self.batch = batch
+        self.idle_poll = idle_poll
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def notify(self) -> None:
+        """The store committed: there may be a new write-back to make now."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="dmss write-back")
+
+    async def close(self) -> None:
+        """Stop; whatever is still queued stays in the store for the next start."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.drain_once()
+                wait = self.idle_poll
+                due = await self.store.next_writeback()
+                if due is not None:
+                    wait = max(0.0, min(wait, due - self.clock()))
+            except Exception as exc:  # the store itself failed: try again a little later
+                self.log.error("the DMSS write-back failed", error=repr(exc))
+                wait = self.retry_max
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def drain_once(self) -> int:
+        """Make every due write-back once (concurrently); returns how many went through."""
+        rows = await self.store.writebacks(self.clock(), self.batch)
+        outcomes = await asyncio.gather(*(self._one(row) for row in rows))
+        return sum(outcomes)
+
+    async def _one(self, row: WritebackRow) -> bool:
+        try:
+            if row.kind == RESULT:
+                await self._store_result(row)
+            else:
+                await self.dmss.update(row.address, row.token, row.body, partial=True)
+        except DmssUnavailable as exc:
+            delay = min(self.retry_min * 2**row.attempts, self.retry_max)
+            self.log.warning(
+                "DMSS write-back waits", uid=row.uid, kind=row.kind, error=exc.message, retry_in=delay
+            )
+            await self.store.writeback_retry(row, self.clock() + delay)
+            return False
+        except DmssError as exc:
+            self.log.warning(
+                "DMSS refused a write-back; dropped", uid=row.uid, kind=row.kind, error=exc.message
+            )
+        except Exception as exc:  # the runner could not give the result, or a bug: retrying will not help
+            self.log.error("a DMSS write-back failed; dropped", uid=row.uid, kind=row.kind, error=repr(exc))
+        await self.store.writeback_done(row)
+        return True
+
+    async def _store_result(self, row: WritebackRow) -> None:
+        """Store the result at ``outputTarget``: an entity as it is, anything else as a blob plus a
+        ``dmss://system/SIMOS/Blob`` entity naming it (blob id: the job uid, so a retry overwrites)."""
+        result = await self.result_of(row.uid)
+        document = result_document(result)
+        if document is None:
+            content = result.data.encode() if isinstance(result.data, str) else result.data
+            await self.dmss.put_blob(
+                data_source_of(row.address), row.uid, row.token, content, result.media_type
+            )
+            document = {
+                "type": BLOB,
+                "name": f"result-{row.uid}",
+                "_blob_id": row.uid,
+                "size": len(content),
+                "mediaType": result.media_type,
+            }
+        stored = await self.dmss.add(row.address, row.token, document)
+        self.log.info("job result stored in DMSS", uid=row.uid, target=row.address, stored=stored)

@@ -1,0 +1,292 @@
+"""A fake DMSS on a real local HTTP port, following ../shared/reference/dmss.md.
+
+Documents under ``/api/documents/{address}``: GET (``depth``), PUT (form field ``data``,
+``partial_update``), POST (form field ``document``: append to a list or set an attribute; answers
+``{"uid": "dmss://DS/$id"}``), DELETE; ``/api/documents-existence``; blobs; ``/api/healthcheck``.
+Auth: ``Access-Key`` wins over ``Authorization: Bearer``; 401 answers ``{"detail"}``. Errors:
+``{"status", "type", "message", "debug", "data"}``; 422 for request validation.
+
+Addresses: ``[dmss://]DS/$id[.attr|[i]]...``; every object with an ``_id`` anywhere is addressable by
+it (so a run appended to ``schedule.runs`` is ``DS/$<its id>``). GET resolves the addressed reference at
+depth >= 1 and nested references only at depth >= 2 (one level per extra depth); reference addresses
+must be absolute here. ``outage = True`` answers 503 to everything, as an overloaded DMSS would.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+REFERENCE = "dmss://system/SIMOS/Reference"
+_STEP = re.compile(r"\.([A-Za-z_]\w*)|\[(\d+)\]")
+
+
+class DmssProblem(Exception):
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    status: int
+    access_key: str | None
+
+
+@dataclass
+class FakeDmss:
+    tokens: set[str] = field(default_factory=lambda: {"good-token"})
+    #: data source -> root id -> document
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blobs: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    outage: bool = False
+    seen: list[Seen] = field(default_factory=list)
+    #: Every status written to a document (by its ``_id``), in order.
+    statuses: dict[str, list[str]] = field(default_factory=dict)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    # -- test helpers ------------------------------------------------------------------------------
+
+    def add(self, data_source: str, document: dict[str, Any]) -> str:
+        """Store a root document; returns its address ``dmss://DS/$id``."""
+        doc = copy.deepcopy(document)
+        doc_id = doc.setdefault("_id", uuid.uuid4().hex)
+        self.data.setdefault(data_source, {})[doc_id] = doc
+        return f"dmss://{data_source}/${doc_id}"
+
+    def read(self, address: str) -> Any:
+        """The stored value at ``address`` (raw, references unresolved)."""
+        _, _, node = self._locate(address)
+        return copy.deepcopy(node)
+
+    def requests(self, method: str) -> list[Seen]:
+        return [s for s in self.seen if s.method == method]
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_get("/api/healthcheck", self._health)
+        app.router.add_route("*", "/api/documents/{address:.+}", self._documents)
+        app.router.add_get("/api/documents-existence/{address:.+}", self._exists)
+        app.router.add_route("*", "/api/blobs/{ds}/{blob}", self._blob)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        key = request.headers.get("Access-Key")
+        try:
+            if self.outage:
+                raise DmssProblem(503, "ApplicationException", "DMSS is unavailable")
+            if request.path != "/api/healthcheck":
+                self._authorize(request)
+            response: web.StreamResponse = await handler(request)
+        except DmssProblem as exc:
+            if exc.status == 401:
+                response = web.json_response({"detail": exc.message}, status=401)
+            else:
+                body = {
+                    "status": exc.status,
+                    "type": exc.kind,
+                    "message": exc.message,
+                    "debug": "",
+                    "data": None,
+                }
+                response = web.json_response(body, status=exc.status)
+        self.seen.append(Seen(request.method, request.path, response.status, key))
+        return response
+
+    def _authorize(self, request: web.Request) -> None:
+        key = request.headers.get("Access-Key")
+        if key is not None:  # Access-Key wins over Authorization
+            if key not in self.tokens:
+                raise DmssProblem(401, "", "Token validation failed")
+            return
+        bearer = request.headers.get("Authorization", "")
+        if not bearer.startswith("Bearer ") or bearer[7:] not in self.tokens:
+            raise DmssProblem(401, "", "Not authenticated")
+
+    def _split(self, address: str) -> tuple[str, str | None, list[str | int]]:
+        address = address.removeprefix("dmss://")
+        data_source, _, rest = address.partition("/")
+        if not rest:
+            return data_source, None, []
+        if not rest.startswith("$"):
+            raise DmssProblem(
+                404, "NotFoundException", f"'{address}' was not found (only $id addresses here)"
+            )
+        match = re.match(r"\$([\w-]+)", rest)
+        if match is None:
+            raise DmssProblem(400, "BadRequestException", f"'{address}' is not a valid address")
+        steps: list[str | int] = []
+        pos = match.end()
+        while pos < len(rest):
+            step = _STEP.match(rest, pos)
+            if step is None:
+                raise DmssProblem(400, "BadRequestException", f"'{address}' is not a valid address")
+            steps.append(step.group(1) if step.group(1) is not None else int(step.group(2)))
+            pos = step.end()
+        return data_source, match.group(1), steps
+
+    def _find(self, node: Any, doc_id: str) -> Any:
+        if isinstance(node, dict):
+            if node.get("_id") == doc_id:
+                return node
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            return None
+        for child in children:
+            found = self._find(child, doc_id)
+            if found is not None:
+                return found
+        return None
+
+    def _locate(self, address: str) -> tuple[Any, str | int | None, Any]:
+        """(container, key, node) for ``address``; the node is None for a missing last attribute."""
+        data_source, doc_id, steps = self._split(address)
+        if data_source not in self.data:
+            raise DmssProblem(404, "NotFoundException", f"data source '{data_source}' was not found")
+        if doc_id is None:
+            return self.data[data_source], None, self.data[data_source]
+        node = self._find(list(self.data[data_source].values()), doc_id)
+        if node is None:
+            raise DmssProblem(404, "NotFoundException", f"document '${doc_id}' was not found")
+        container: Any = None
+        key: str | int | None = None
+        for i, step in enumerate(steps):
+            if isinstance(node, dict) and node.get("type") == REFERENCE and isinstance(step, str):
+                node = self._target(node)  # addresses walk through references, as DMSS's do
+            last = i == len(steps) - 1
+            if isinstance(step, int) and isinstance(node, list) and step < len(node):
+                container, key, node = node, step, node[step]
+            elif isinstance(step, str) and isinstance(node, dict) and (step in node or last):
+                container, key, node = node, step, node.get(step)
+            else:
+                raise DmssProblem(404, "NotFoundException", f"'{address}' was not found")
+        return container, key, node
+
+    def _target(self, reference: dict[str, Any]) -> Any:
+        address = str(reference.get("address", ""))
+        if address.startswith(("~", "^")):
+            raise DmssProblem(400, "BadRequestException", "relative references are not supported by the fake")
+        return self._locate(address)[2]
+
+    def _expand(self, node: Any, depth: int) -> Any:
+        if isinstance(node, dict):
+            if node.get("type") == REFERENCE and depth >= 1:
+                return self._expand(self._target(node), depth - 1)
+            return {k: self._expand(v, depth) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self._expand(v, depth) for v in node]
+        return node
+
+    # -- handlers ----------------------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def _documents(self, request: web.Request) -> web.StreamResponse:
+        address = request.match_info["address"]
+        if request.method == "GET":
+            depth = request.query.get("depth", "0")
+            if not depth.isdigit() or not 0 <= int(depth) <= 999:
+                return web.json_response(
+                    {"detail": [{"loc": ["query", "depth"], "msg": "0..999"}]}, status=422
+                )
+            _, _, node = self._locate(address)
+            if node is None:
+                raise DmssProblem(404, "NotFoundException", f"'{address}' was not found")
+            if isinstance(node, dict) and node.get("type") == REFERENCE and int(depth) >= 1:
+                node = self._target(node)  # depth 1 resolves the addressed reference
+            return web.json_response(self._expand(copy.deepcopy(node), int(depth) - 1))
+        if request.method == "PUT":
+            data = await self._form_json(request, "data")
+            container, key, node = self._locate(address)
+            if request.query.get("partial_update") == "true":
+                if not isinstance(node, dict) or not isinstance(data, dict):
+                    raise DmssProblem(400, "ValidationException", "a partial update needs an object")
+                node.update(data)
+                if "status" in data and "_id" in node:
+                    self.statuses.setdefault(str(node["_id"]), []).append(str(data["status"]))
+            elif container is None or key is None:
+                raise DmssProblem(400, "BadRequestException", "cannot replace a data source")
+            else:
+                container[key] = data
+                node = data
+            return web.json_response({"data": node})
+        if request.method == "POST":
+            document = await self._form_json(request, "document")
+            if not isinstance(document, dict) or not isinstance(document.get("type"), str):
+                raise DmssProblem(400, "ValidationException", "the document must be an object with a type")
+            container, key, node = self._locate(address)
+            doc_id = document.setdefault("_id", uuid.uuid4().hex)
+            data_source = address.removeprefix("dmss://").split("/", 1)[0]
+            if isinstance(node, list):
+                node.append(document)
+            elif key is None:  # the data source itself: a new root document
+                self.data[data_source][doc_id] = document
+            else:
+                container[key] = document
+            return web.json_response({"uid": f"dmss://{data_source}/${doc_id}"})
+        if request.method == "DELETE":
+            container, key, _node = self._locate(address)
+            if container is None or key is None:
+                raise DmssProblem(400, "BadRequestException", "cannot delete a data source")
+            del container[key]
+            return web.Response(text="OK")
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "PUT", "POST", "DELETE"])
+
+    async def _exists(self, request: web.Request) -> web.Response:
+        try:
+            self._locate(request.match_info["address"])
+        except DmssProblem:
+            return web.json_response(False)
+        return web.json_response(True)
+
+    async def _blob(self, request: web.Request) -> web.StreamResponse:
+        key = (request.match_info["ds"], request.match_info["blob"])
+        if request.method == "PUT":
+            form = await request.post()
+            upload = form.get("file")
+            if not isinstance(upload, web.FileField):
+                return web.json_response(
+                    {"detail": [{"loc": ["body", "file"], "msg": "required"}]}, status=422
+                )
+            self.blobs[key] = upload.file.read()
+            return web.json_response("OK")
+        if key not in self.blobs:
+            raise DmssProblem(404, "NotFoundException", f"blob '{key[1]}' was not found")
+        return web.Response(body=self.blobs[key])
+
+    @staticmethod
+    async def _form_json(request: web.Request, name: str) -> Any:
+        form = await request.post()
+        raw = form.get(name)
+        if not isinstance(raw, str):
+            raise DmssProblem(422, "", f"form field '{name}' is required")
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise DmssProblem(400, "ValidationException", f"form field '{name}' is not JSON") from None
