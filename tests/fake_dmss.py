@@ -89,6 +89,7 @@ class FakeDmss:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
 
     # -- plumbing ----------------------------------------------------------------------------------
 

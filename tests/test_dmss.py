@@ -85,14 +85,14 @@ async def test_the_entity_shows_each_status_of_a_job_started_by_address(
     dmss_client: JobdClient, fake_dmss: FakeDmss, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    script = f"echo waiting; while [ ! -e {gate} ]; do sleep 0.05; done; echo done"
+    script = f'echo "$JOB_DMSS_ID"; while [ ! -e {gate} ]; do sleep 0.05; done; echo done'
     address = fake_dmss.add(DS, {"type": JOB, "label": "gated", "runner": {"type": SHELL, "script": script}})
     answer = await dmss_client.start(address=address, token=DMSS_TOKEN)
     running = await entity_where(fake_dmss, address, "running")
     assert running["started"] and "ended" not in running
     gate.touch()
     done = await entity_where(fake_dmss, address, "completed")
-    assert done["ended"] and done["log"][-1] == "done"
+    assert done["ended"] and done["log"] == [address, "done"], "the job knew its address"
     assert (await dmss_client.status(str(answer.uid))).status is JobStatus.COMPLETED
     history = fake_dmss.statuses[address.rsplit("$", 1)[1]]
     assert history[-1] == "completed" and "running" in history
