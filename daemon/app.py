@@ -6,13 +6,14 @@ import asyncio
 import os
 import signal
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import structlog
 
 from . import amqp
 from .config import Settings
 from .contracts import Log, RunnerPlugin
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, start_key
 from .dmss import DmssClient
 from .events import EventFactory
 from .jobs import Jobs
@@ -100,7 +101,18 @@ class Daemon:
             self.connection, exchange=amqp.COMMANDS, content_type="application/json"
         )
         await self.command_publisher.start()
-        self.scheduler = Scheduler(self.store, self._publish_command, events, log=self.log)
+        self.command_hold = amqp.CommandHold(self.connection)
+        await self.command_hold.start()
+        self.scheduler = Scheduler(
+            self.store,
+            self._publish_command,
+            events,
+            log=self.log,
+            hold=self._hold_command if s.schedule_lead_seconds > 0 else None,
+            landed=self._landed,
+            lead=s.schedule_lead_seconds,
+            burst=s.schedule_burst,
+        )
         schedules = await self.scheduler.start()
         self.schedule_events = amqp.EventSubscription(self.connection, ["schedule.*.*"])
         await self.schedule_events.start()
@@ -147,6 +159,7 @@ class Daemon:
         await self.consumer.stop()
         await self.supervisor.close()
         await self.command_publisher.close()
+        await self.command_hold.close()
         await self.relay.close()
         if self.writeback is not None:
             await self.writeback.close()
@@ -167,6 +180,18 @@ class Daemon:
         confirmed = await self.command_publisher.publish([amqp.Outgoing(kind, message_id, body)])
         if not all(confirmed):
             raise amqp.AmqpUnavailable(f"the broker did not confirm {kind} {message_id}")
+
+    async def _hold_command(self, kind: str, body: bytes, message_id: str, due: datetime) -> None:
+        """Hand a command to the broker now, for delivery at ``due``."""
+        due_ms = round(due.timestamp() * 1000)
+        now_ms = round(datetime.now(UTC).timestamp() * 1000)
+        confirmed = await self.command_hold.hold([amqp.Outgoing(kind, message_id, body)], due_ms, now_ms)
+        if not all(confirmed):
+            raise amqp.AmqpUnavailable(f"the broker did not hold {kind} {message_id}")
+
+    async def _landed(self, message_id: str) -> bool:
+        """Whether a start command reached a daemon: the dispatcher stored its idempotency key."""
+        return await self.store.answer_for(start_key(message_id)) is not None
 
     def request_stop(self) -> None:
         self._stopping.set()

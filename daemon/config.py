@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     log_lines: int = Field(default=200, gt=0, description="Log lines kept per job")
     event_log_lines: int = Field(default=10, ge=0, description="Last log lines carried in each event")
     event_source: str = Field(default="dm-jobd")
+    schedule_burst: int = Field(
+        default=100, gt=0, description="Fires due at one instant from which they are held in the broker early"
+    )
+    schedule_lead_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="How early a burst of fires is handed to the broker (0: never)",
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
 

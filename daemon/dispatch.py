@@ -33,10 +33,10 @@ from .contracts import (
 )
 from .jobs import Jobs
 from .recurring import RECURRING_HANDLER, schedule_view
-from .scheduler import Scheduler
+from .scheduler import Scheduler, fire_message_id
 from .supervisor import Supervisor
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "start_key"]
 
 
 def _error_answer(exc: JobdError, uid: str | None = None) -> bytes:
@@ -44,6 +44,11 @@ def _error_answer(exc: JobdError, uid: str | None = None) -> bytes:
         ok=False, uid=uid, message=exc.message, error=ErrorInfo(code=exc.code, message=exc.message)
     )
     return answer.model_dump_json(by_alias=True).encode()
+
+
+def start_key(message_id: str) -> str:
+    """The idempotency key of a start command: its message id, in the ``start`` namespace."""
+    return f"start:{message_id}"
 
 
 class Dispatcher:
@@ -113,7 +118,17 @@ class Dispatcher:
     async def _run(self, kind: str, command: Command, delivery: Delivery) -> bytes:
         jobs = self.jobs
         if isinstance(command, StartCommand):
-            key = f"start:{delivery.message_id}" if delivery.message_id else None
+            key = start_key(delivery.message_id) if delivery.message_id else None
+            uid, scheduled = command.schedule, command.scheduled_for
+            if (
+                key is not None
+                and uid is not None
+                and scheduled is not None
+                and delivery.message_id == fire_message_id(uid, scheduled)  # a scheduled fire, not a trigger
+            ):
+                refused = await self.scheduler.admit(uid, scheduled, key)
+                if refused is not None:
+                    return refused
             answer, record, schedule = await jobs.accept(command, key=key, user_id=delivery.user_id)
             if schedule is not None:
                 self.log.info("schedule registered", uid=schedule.uid, cron=schedule.cron)

@@ -8,6 +8,14 @@ a deterministic message id (schedule uid + scheduled time), so the command queue
 let at most one job start per fire. The command is published (and confirmed) *before* the schedule's
 ``last_fire`` advances, and the advance is a compare-and-set in the store: a crash in between fires
 again after the restart with the same id (a no-op), and of two daemons only one records the fire.
+
+Bursts are handed to the broker early. When at least ``burst`` schedules fall due at one instant, their
+start commands are published up to ``lead`` seconds ahead into a hold queue that releases them at
+that instant (:class:`daemon.amqp.CommandHold`): the broker moves thousands of messages in a fraction
+of a second, where publishing them at the instant takes seconds. Only fires whose decision cannot
+change are held: no jitter, and no active run unless the overlap policy is ``allow``; the others fire
+at their instant as usual. Pause, removal and ``forbid`` are checked again when a fire's command
+arrives (:meth:`Scheduler.admit`), and a held fire that never arrived is published again (same id).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .contracts import ACTIVE, Log, ScheduleCloudEvent
+from .contracts import ACTIVE, Answer, Log, ScheduleCloudEvent
 from .cron import CronSpec, Plan, Policy, plan
 from .events import EventFactory
 from .store import JobStore, PendingEvent, ScheduleChange, ScheduleRecord
@@ -32,6 +40,10 @@ __all__ = ["Publish", "Scheduler", "fire_message_id"]
 
 #: Publish one command: routing key, body, message id. Raises when the broker did not confirm it.
 Publish = Callable[[str, bytes, str], Awaitable[None]]
+#: Publish one command to be delivered at an instant: routing key, body, message id, instant.
+Hold = Callable[[str, bytes, str, datetime], Awaitable[None]]
+#: Whether a start command with this message id reached the daemon (its idempotency key exists).
+Landed = Callable[[str], Awaitable[bool]]
 
 
 def fire_message_id(uid: str, scheduled: datetime) -> str:
@@ -56,6 +68,11 @@ class Scheduler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         concurrency: int = 4096,
         rng: random.Random | None = None,
+        hold: Hold | None = None,
+        landed: Landed | None = None,
+        lead: float = 10.0,
+        burst: int = 100,
+        audit_after: float = 60.0,
     ) -> None:
         self.store = store
         self.publish = publish
@@ -69,6 +86,20 @@ class Scheduler:
         self._limit = asyncio.Semaphore(concurrency)
         self._firing: set[asyncio.Task[None]] = set()
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
+        self.hold = hold
+        self.landed = landed
+        self.lead = timedelta(seconds=lead if hold is not None else 0.0)
+        self.burst = burst
+        self.audit_after = audit_after
+        #: Fires within ``lead`` of now, by instant: taken off the heap, not yet fired.
+        self._soon: dict[datetime, list[str]] = {}
+        self._soon_heap: list[datetime] = []
+        #: Instants whose burst went to the hold queue; what joins them later fires at the instant.
+        self._held: set[datetime] = set()
+        #: Schedules whose next fire could not be held: they fire at the instant, not early.
+        self._direct: set[str] = set()
+        #: Schedules being fired now, with the instant: an event that still shows that instant is stale.
+        self._firing_at: dict[str, datetime] = {}
 
     # -- the heap ----------------------------------------------------------------------------------
 
@@ -86,8 +117,10 @@ class Scheduler:
 
     def reschedule(self, uid: str, when: datetime | None) -> None:
         """A schedule changed: its next fire is ``when`` (None: not scheduled any more)."""
+        self._firing_at.pop(uid, None)
         if when is None:
             self._next.pop(uid, None)  # its heap entry is now stale and is dropped when popped
+            self._direct.discard(uid)
         else:
             self._push(uid, when)
         self._wake.set()
@@ -103,6 +136,9 @@ class Scheduler:
         if data.event in ("paused", "removed", "retired"):
             self.reschedule(data.uid, None)
         elif data.next_fire is not None and self._next.get(data.uid) != data.next_fire:
+            firing = self._firing_at.get(data.uid)
+            if firing is not None and data.next_fire <= firing:
+                return  # news of the fire under way (say, its registration event, relayed late)
             self.reschedule(data.uid, data.next_fire)
 
     @property
@@ -112,54 +148,119 @@ class Scheduler:
     async def _loop(self) -> None:
         while True:
             now = self.clock()
-            due: list[str] = []
-            while self._heap and self._heap[0][0] <= now:
+            while self._heap and self._heap[0][0] <= now + self.lead:
                 when, uid = heapq.heappop(self._heap)
                 if self._next.get(uid) != when:
                     continue  # stale: rescheduled or removed since
-                del self._next[uid]
-                due.append(uid)
-            if due:
-                task = asyncio.create_task(self._fire_due(due))
-                self._firing.add(task)
-                task.add_done_callback(self._firing.discard)
-            timeout = (self._heap[0][0] - now).total_seconds() if self._heap else None
+                bucket = self._soon.get(when)
+                if bucket is None:
+                    bucket = self._soon[when] = []
+                    heapq.heappush(self._soon_heap, when)
+                bucket.append(uid)
+            if self.hold is not None:
+                for when, bucket in self._soon.items():
+                    if when > now and bucket and (when in self._held or len(bucket) >= self.burst):
+                        self._held.add(when)
+                        due = self._take(when, held=True)
+                        if due:
+                            self._spawn(self._fire_due(due, held=when))
+            while self._soon_heap and self._soon_heap[0] <= now:
+                when = heapq.heappop(self._soon_heap)
+                self._held.discard(when)
+                due = self._take(when)
+                del self._soon[when]
+                if due:
+                    self._spawn(self._fire_due(due))
+            wake = [self._soon_heap[0]] if self._soon_heap else []
+            if self._heap:
+                wake.append(self._heap[0][0] - self.lead)
+            timeout = max(0.0, (min(wake) - now).total_seconds()) if wake else None
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _fire_due(self, uids: list[str]) -> None:
+    def _take(self, when: datetime, *, held: bool = False) -> list[str]:
+        """The schedules still due at ``when`` (not rescheduled since), now off the books.
+
+        ``held``: only those that may be held; the rest stay for the instant itself.
+        """
+        due: list[str] = []
+        keep: list[str] = []
+        for uid in self._soon.get(when, ()):
+            if self._next.get(uid) != when:
+                continue
+            if held and uid in self._direct:
+                keep.append(uid)
+                continue
+            due.append(uid)
+            del self._next[uid]
+            self._direct.discard(uid)
+            self._firing_at[uid] = when
+        self._soon[when] = keep
+        return due
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._firing.add(task)
+        task.add_done_callback(self._firing.discard)
+
+    async def _fire_due(self, uids: list[str], held: datetime | None = None) -> None:
         """Everything due at once: one store read for all of them, then each fires on its own."""
         try:
             records = await self.store.get_schedules(uids)
         except Exception as exc:
             self.log.error("reading due schedules failed; retrying soon", error=repr(exc))
             for uid in uids:
-                self.reschedule(uid, self.clock() + timedelta(seconds=1))
+                self.reschedule(uid, held or self.clock() + timedelta(seconds=1))
             return
-        await asyncio.gather(*(self._guarded_fire(uid, records.get(uid)) for uid in uids))
+        fired = await asyncio.gather(*(self._guarded_fire(uid, records.get(uid), held) for uid in uids))
+        if held is not None and self.landed is not None:
+            self._spawn(self._audit(held, [f for f in fired if f is not None]))
 
-    async def _guarded_fire(self, uid: str, record: ScheduleRecord | None = None) -> None:
+    async def _guarded_fire(
+        self, uid: str, record: ScheduleRecord | None = None, held: datetime | None = None
+    ) -> tuple[str, bytes] | None:
         async with self._limit:
             try:
-                await self.fire(uid, record)
+                return await self.fire(uid, record, held=held)
             except Exception as exc:
                 self.log.error("a schedule failed to fire; retrying soon", schedule=uid, error=repr(exc))
-                self.reschedule(uid, self.clock() + timedelta(seconds=1))
+                self.reschedule(uid, held or self.clock() + timedelta(seconds=1))
+                return None
+
+    async def _audit(self, instant: datetime, fires: list[tuple[str, bytes]]) -> None:
+        """Publish again, directly, any held fire that never reached a daemon (same id: no duplicate)."""
+        assert self.landed is not None
+        delay = (instant - self.clock()).total_seconds() + self.audit_after
+        await asyncio.sleep(max(0.0, delay))  # a timer: the audit's moment, not a synchronisation
+        lost = 0
+        for message_id, body in fires:
+            if not await self.landed(message_id):
+                lost += 1
+                with contextlib.suppress(Exception):
+                    await self.publish("job.start", body, message_id)
+        if lost:
+            self.log.warning("held fires had not arrived; published again", count=lost, instant=str(instant))
 
     # -- firing ------------------------------------------------------------------------------------
 
-    async def fire(self, uid: str, record: ScheduleRecord | None = None) -> None:
-        """Handle whatever is due for one schedule now, then put its next fire on the heap.
+    async def fire(
+        self, uid: str, record: ScheduleRecord | None = None, *, held: datetime | None = None
+    ) -> tuple[str, bytes] | None:
+        """Handle whatever is due for one schedule, then put its next fire on the heap.
 
         ``record`` is the schedule as just read (a burst reads all due ones in one query); the
         advance re-checks it inside its transaction, so a stale read costs nothing but a no-op.
+        ``held`` is the instant of a burst being handed to the broker ahead of time: the fire is
+        planned as of that instant and held, or, when it cannot be held, left to fire at it.
+        Returns the message id and body of a held fire.
         """
         if record is None:
             record = await self.store.get_schedule(uid)
         if record is None or record.state != "active":
-            return
-        now = self.clock()
+            self._firing_at.pop(uid, None)
+            return None
+        now = held or self.clock()
         spec = _spec(record.cron, record.time_zone)
         policy = Policy.from_entity(record.policy)
         outcome = plan(
@@ -170,6 +271,17 @@ class Scheduler:
             start_date=record.start_date,
             end_date=record.end_date,
         )
+        if held is not None:
+            message = await self._hold(record, outcome, policy, held)
+            if message is None:
+                self._direct.add(uid)
+                self.reschedule(uid, held)  # not holdable: it fires at its instant like any other
+                return None
+            updated = await self._advance(record, outcome, [held], [], now)
+            self.reschedule(
+                uid, updated.next_fire if updated is not None and updated.state == "active" else None
+            )
+            return message
         started: list[datetime] = []
         skipped: list[datetime] = []
         for scheduled in outcome.fire:
@@ -179,6 +291,37 @@ class Scheduler:
                 skipped.append(scheduled)
         updated = await self._advance(record, outcome, started, skipped, now)
         self.reschedule(uid, updated.next_fire if updated is not None and updated.state == "active" else None)
+        return None
+
+    async def _hold(
+        self, record: ScheduleRecord, outcome: Plan, policy: Policy, instant: datetime
+    ) -> tuple[str, bytes] | None:
+        """Hand one fire to the broker ahead of its instant, if nothing can change its decision."""
+        assert self.hold is not None
+        if outcome.fire != (instant,) or outcome.retired or policy.jitter > timedelta(0):
+            return None
+        if policy.overlap != "allow" and await self._active_run(record) is not None:
+            return None
+        message_id = fire_message_id(record.uid, instant)
+        body = self._start_body(record, instant)
+        try:
+            await self.hold("job.start", body, message_id, instant)
+        except Exception as exc:
+            self.log.warning(
+                "holding a fire failed; it fires at its instant", schedule=record.uid, error=str(exc)
+            )
+            return None
+        return message_id, body
+
+    def _start_body(self, record: ScheduleRecord, scheduled: datetime) -> bytes:
+        body: dict[str, Any] = {
+            "job": record.job,
+            "schedule": record.uid,
+            "scheduledFor": scheduled.astimezone(UTC).isoformat(),
+        }
+        if record.token:
+            body["token"] = record.token
+        return json.dumps(body).encode()
 
     async def _run(
         self, record: ScheduleRecord, scheduled: datetime, policy: Policy, *, trigger: str | None
@@ -193,15 +336,8 @@ class Scheduler:
             )
         if policy.jitter > timedelta(0) and trigger is None:
             await asyncio.sleep(self._rng.uniform(0, policy.jitter.total_seconds()))  # the jitter itself
-        body: dict[str, Any] = {
-            "job": record.job,
-            "schedule": record.uid,
-            "scheduledFor": scheduled.astimezone(UTC).isoformat(),
-        }
-        if record.token:
-            body["token"] = record.token
         message_id = trigger or fire_message_id(record.uid, scheduled)
-        await self.publish("job.start", json.dumps(body).encode(), message_id)
+        await self.publish("job.start", self._start_body(record, scheduled), message_id)
         return True
 
     async def _active_run(self, record: ScheduleRecord) -> str | None:
@@ -274,6 +410,31 @@ class Scheduler:
         )
         await self.store.modify_schedule(uid, lambda current: ScheduleChange(current, [event]))
         return ran
+
+    async def admit(self, uid: str, scheduled: datetime, key: str) -> bytes | None:
+        """Check a scheduled fire's start command as it arrives; the answer when it must not run.
+
+        A fire may have been decided seconds earlier (held for a burst, or queued behind a backlog):
+        a schedule paused or removed since, or a run that started since under ``forbid``, wins. The
+        refusal is stored under the command's key, so a redelivered copy gets the same answer.
+        """
+        stored = await self.store.answer_for(key)
+        if stored is not None:
+            return None  # a duplicate: the normal path answers it from the key
+        record = await self.store.get_schedule(uid)
+        reason = None
+        if record is None or record.state != "active":
+            reason = f"the schedule is {record.state if record else 'gone'}"
+        elif Policy.from_entity(record.policy).overlap == "forbid" and await self._active_run(record):
+            reason = "the previous run is still active"
+        if reason is None:
+            return None
+        answer = Answer(ok=True, uid=uid, message=f"fire skipped: {reason}").model_dump_json(by_alias=True)
+        events = []
+        if record is not None:
+            events.append(self.events.schedule(record, "skipped", scheduled_for=scheduled, message=reason))
+        existing = await self.store.remember(key, uid, answer.encode(), events)
+        return existing or answer.encode()
 
     async def set_state(self, uid: str, state: str) -> ScheduleRecord | None:
         """Pause, resume or remove. Resuming skips what fell due while paused: it starts afresh from now."""

@@ -376,6 +376,19 @@ class SqliteStore:
 
         return await self._write(op)
 
+    async def remember(
+        self, key: str, uid: str, answer: bytes, events: Sequence[PendingEvent]
+    ) -> bytes | None:
+        def op(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute("SELECT answer FROM idempotency WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                return bytes(row["answer"])
+            conn.execute("INSERT INTO idempotency (key, uid, answer) VALUES (?, ?, ?)", (key, uid, answer))
+            _write_events(conn, events)
+            return None
+
+        return await self._write(op)
+
     async def answer_for(self, key: str) -> bytes | None:
         def op(conn: sqlite3.Connection) -> bytes | None:
             row = conn.execute("SELECT answer FROM idempotency WHERE key = ?", (key,)).fetchone()

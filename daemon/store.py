@@ -166,6 +166,15 @@ class JobStore(Protocol):
 
     async def answer_for(self, key: str) -> bytes | None: ...
 
+    async def remember(
+        self, key: str, uid: str, answer: bytes, events: Sequence[PendingEvent]
+    ) -> bytes | None:
+        """Store ``answer`` under ``key`` with ``events``, for a command refused without a job.
+
+        Returns the answer already stored under ``key`` (then nothing is written), else ``None``.
+        """
+        ...
+
     async def get(self, uid: str) -> JobRecord | None: ...
 
     async def modify(self, uid: str, decide: Callable[[JobRecord], Change | None]) -> JobRecord | None:
