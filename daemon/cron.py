@@ -16,38 +16,24 @@ arithmetic does not follow cron's rules on the days the clocks change. The rules
 
 So ``0 * * * *`` in Europe/Oslo fires 23 times on spring-forward day and 25 on fall-back day, and
 ``30 2 * * *`` fires exactly once on each. Several wall times that land on one instant fire once.
+
+What to do with the fires (overlap, catch-up after downtime, jitter) is :mod:`daemon.firing`'s job.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadTypeRangeError, CroniterError, croniter
 
-__all__ = [
-    "CatchUpMode",
-    "CronError",
-    "CronSpec",
-    "Overlap",
-    "Plan",
-    "Policy",
-    "parse_duration",
-    "parse_timestamp",
-    "plan",
-]
+__all__ = ["TICK", "CronError", "CronSpec", "Exhausted", "aware_utc"]
 
-Overlap = Literal["allow", "forbid", "replace"]
-CatchUpMode = Literal["none", "latest", "all"]
 
-_OVERLAPS: tuple[str, ...] = get_args(Overlap)
-_CATCH_UPS: tuple[str, ...] = get_args(CatchUpMode)
-_TICK = timedelta(microseconds=1)  # datetime's resolution: "> x - _TICK" is ">= x"
+TICK = timedelta(microseconds=1)  # datetime's resolution: "> x - TICK" is ">= x"
 _SECOND = timedelta(seconds=1)  # cron's resolution: no fire falls strictly between two whole seconds
 
 
@@ -55,7 +41,7 @@ class CronError(ValueError):
     """A schedule, timestamp, duration or policy that cannot be used; the message says what and where."""
 
 
-class _Exhausted(CronError):
+class Exhausted(CronError):
     """No further (or earlier) fire exists within croniter's search horizon or datetime's range."""
 
 
@@ -156,7 +142,7 @@ def _zone(name: str) -> ZoneInfo:
         raise CronError(f"unknown time zone {name!r}: expected an IANA name such as 'Europe/Oslo'") from None
 
 
-def _aware_utc(value: datetime, what: str) -> datetime:
+def aware_utc(value: datetime, what: str) -> datetime:
     """``value`` in UTC; a naive time has no meaning here, so it is a caller's bug."""
     if not isinstance(value, datetime):
         raise TypeError(f"{what} must be a datetime, got {type(value).__name__}")
@@ -176,14 +162,14 @@ class _Walker:
         try:
             return self._iter.get_next(datetime, start_time=wall)
         except (CroniterError, CroniterBadTypeRangeError, ValueError, OverflowError) as exc:
-            raise _Exhausted(f"no fire after {wall.isoformat()} (local): {exc}") from None
+            raise Exhausted(f"no fire after {wall.isoformat()} (local): {exc}") from None
 
     def before(self, wall: datetime) -> datetime:
         """The last matching wall time strictly before ``wall``."""
         try:
             return self._iter.get_prev(datetime, start_time=wall)
         except (CroniterError, CroniterBadTypeRangeError, ValueError, OverflowError) as exc:
-            raise _Exhausted(f"no fire before {wall.isoformat()} (local): {exc}") from None
+            raise Exhausted(f"no fire before {wall.isoformat()} (local): {exc}") from None
 
 
 # -- the schedule -------------------------------------------------------------------------------------
@@ -227,29 +213,27 @@ class CronSpec:
 
     def next_after(self, t: datetime) -> datetime:
         """The first scheduled time strictly after ``t`` (aware, any zone), as aware UTC."""
-        return self._next(self._walker(), _aware_utc(t, "t"))
+        return self.next_from(self.walker(), aware_utc(t, "t"))
 
     def fires_between(self, after: datetime, until: datetime, *, limit: int) -> list[datetime]:
         """Scheduled times in ``(after, until]``, ascending, aware UTC, at most ``limit`` of them."""
         if limit < 0:
             raise ValueError(f"limit must not be negative, got {limit}")
-        return self._forward_from(
-            self._walker(), _aware_utc(after, "after"), _aware_utc(until, "until"), limit
-        )
+        return self.forward_from(self.walker(), aware_utc(after, "after"), aware_utc(until, "until"), limit)
 
     # -- internals: instants are aware UTC datetimes, walls are naive local wall-clock times ----------
 
-    def _walker(self) -> _Walker:
+    def walker(self) -> _Walker:
         return _Walker(self._cron, self._seconds_first)
 
-    def _forward_from(self, walker: _Walker, after: datetime, until: datetime, limit: int) -> list[datetime]:
+    def forward_from(self, walker: _Walker, after: datetime, until: datetime, limit: int) -> list[datetime]:
         """Up to ``limit`` fires in ``(after, until]`` ascending (bounded work whatever the range)."""
         out: list[datetime] = []
         t = after
         while len(out) < limit:
             try:
-                t = self._next(walker, t)
-            except _Exhausted:
+                t = self.next_from(walker, t)
+            except Exhausted:
                 break
             if t > until:
                 break
@@ -260,14 +244,14 @@ class CronSpec:
         try:
             return wall.replace(tzinfo=self._tz, fold=fold).astimezone(UTC)
         except OverflowError:
-            raise _Exhausted(f"{wall.isoformat()} (local) is outside datetime's range") from None
+            raise Exhausted(f"{wall.isoformat()} (local) is outside datetime's range") from None
 
     def _local(self, t: datetime) -> tuple[datetime, int]:
         """The naive wall time showing at instant ``t`` and which pass of a repeated hour it is."""
         try:
             local = t.astimezone(self._tz)
         except OverflowError:
-            raise _Exhausted(f"{t.isoformat()} is outside datetime's range") from None
+            raise Exhausted(f"{t.isoformat()} is outside datetime's range") from None
         return local.replace(tzinfo=None, fold=0), local.fold
 
     def _offsets(self, wall: datetime) -> tuple[timedelta, timedelta]:
@@ -296,7 +280,7 @@ class CronSpec:
         end = (at + max(before, after)).replace(tzinfo=None)
         return at, start, end
 
-    def _next(self, walker: _Walker, t: datetime) -> datetime:
+    def next_from(self, walker: _Walker, t: datetime) -> datetime:
         """First fire strictly after instant ``t``; see the module docstring for the DST rules."""
         wall, fold = self._local(t)
         before, after = self._offsets(wall)
@@ -325,7 +309,7 @@ class CronSpec:
                 return at  # a skipped fixed time fires once, at the first instant after the gap
             wall = end - _SECOND
 
-    def _prev(self, walker: _Walker, t: datetime) -> datetime:
+    def prev_from(self, walker: _Walker, t: datetime) -> datetime:
         """Last fire strictly before instant ``t``: the mirror of :meth:`_next`."""
         wall, fold = self._local(t)
         before, after = self._offsets(wall)
@@ -355,225 +339,3 @@ class CronSpec:
             if not self._periodic and at < t:
                 return at
             wall = start
-
-
-# -- timestamps and durations ----------------------------------------------------------------------
-
-
-def parse_timestamp(value: str) -> datetime:
-    """A dm-job timestamp as aware UTC: ISO 8601 with offset or ``Z``, naive (read as UTC), or a date."""
-    if not isinstance(value, str):
-        raise CronError(f"timestamp must be a string, got {type(value).__name__}")
-    text = value.strip()
-    try:
-        parsed = datetime.fromisoformat(text)
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise CronError(
-            f"timestamp {value!r} is not ISO 8601 (e.g. '2023-12-21T12:10:00.000+01:00' or '2023-12-21')"
-        ) from None
-
-
-_NUMBER = r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+"
-_SHORT_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d|w)", re.I)
-_SHORT = re.compile(rf"(?:(?:{_NUMBER})(?:ms|s|m|h|d|w))+", re.I)
-_ISO_NUMBER = r"[0-9]+(?:[.,][0-9]+)?"
-_ISO = re.compile(
-    rf"P(?:(?P<years>{_ISO_NUMBER})Y)?(?:(?P<months>{_ISO_NUMBER})M)?(?:(?P<weeks>{_ISO_NUMBER})W)?"
-    rf"(?:(?P<days>{_ISO_NUMBER})D)?"
-    rf"(?:T(?:(?P<hours>{_ISO_NUMBER})H)?(?:(?P<minutes>{_ISO_NUMBER})M)?(?:(?P<seconds>{_ISO_NUMBER})S)?)?",
-    re.I,
-)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-def _seconds(value: str) -> float | None:
-    """Seconds in a duration string, or None when it is in no accepted form."""
-    if re.fullmatch(_NUMBER, value):
-        return float(value)
-    if _SHORT.fullmatch(value):
-        return sum(float(n) * _UNIT_SECONDS[unit.lower()] for n, unit in _SHORT_PART.findall(value))
-    iso = _ISO.fullmatch(value)
-    if iso is None or value.upper() in ("P", "PT") or value.upper().endswith("T"):
-        return None
-    if iso["years"] or iso["months"]:
-        raise CronError(f"duration {value!r}: years and months have no fixed length; use days (P30D)")
-    parts = {k: float(v.replace(",", ".")) for k, v in iso.groupdict().items() if v is not None}
-    scale = {"weeks": 604800.0, "days": 86400.0, "hours": 3600.0, "minutes": 60.0, "seconds": 1.0}
-    return sum(parts[k] * scale[k] for k in parts)
-
-
-def parse_duration(value: str | int | float) -> timedelta:
-    """A non-negative duration: seconds as a number, ISO 8601 (``PT5M``, ``P1DT2H``) or short (``90s``)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise CronError(f"duration must be a number of seconds or a string, got {type(value).__name__}")
-    if isinstance(value, str):
-        text = value.strip()
-        negative = text.startswith("-")
-        seconds = _seconds(text[1:].strip() if negative else text)
-        if seconds is None:
-            raise CronError(
-                f"duration {value!r} is not seconds, ISO 8601 (PT5M, P1DT2H) or short form (90s, 5m, 2h, 1d)"
-            )
-        if negative and seconds:
-            raise CronError(f"duration {value!r} is negative")
-    else:
-        seconds = float(value)
-    if not math.isfinite(seconds):
-        raise CronError(f"duration {value!r} is not finite")
-    if seconds < 0:
-        raise CronError(f"duration {value!r} is negative")
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise CronError(f"duration {value!r} is too long") from None
-
-
-# -- policies and the plan -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Policy:
-    """How a schedule treats overlapping runs, fires missed while the daemon was down, and jitter.
-
-    ``catch_up_window`` must exceed the scheduler's own lateness: a fire more than the window late is
-    missed, so a zero window misses any fire not planned at its exact scheduled instant.
-    ``jitter`` is data for the caller (the maximum random delay it adds); :func:`plan` does not apply it.
-    """
-
-    overlap: Overlap = "forbid"  # a slow run is not piled up on
-    catch_up_window: timedelta = timedelta(minutes=5)
-    catch_up: CatchUpMode = "latest"
-    jitter: timedelta = timedelta(0)
-
-    def __post_init__(self) -> None:
-        if self.overlap not in _OVERLAPS:
-            raise CronError(f"overlap: expected one of {', '.join(_OVERLAPS)}, got {self.overlap!r}")
-        if self.catch_up not in _CATCH_UPS:
-            raise CronError(f"catchUp: expected one of {', '.join(_CATCH_UPS)}, got {self.catch_up!r}")
-        for key, value in (("catchUpWindow", self.catch_up_window), ("jitter", self.jitter)):
-            if not isinstance(value, timedelta) or value < timedelta(0):
-                raise CronError(f"{key}: expected a non-negative duration, got {value!r}")
-
-    @classmethod
-    def from_entity(cls, schedule: Mapping[str, Any]) -> Policy:
-        """The policy in a CronJob entity's optional camelCase keys; absent or null keys keep defaults."""
-        if not isinstance(schedule, Mapping):
-            raise CronError(f"schedule must be an object, got {type(schedule).__name__}")
-        kwargs: dict[str, Any] = {}
-        for key, attr, choices in (("overlap", "overlap", _OVERLAPS), ("catchUp", "catch_up", _CATCH_UPS)):
-            value = schedule.get(key)
-            if value is None:
-                continue
-            if value not in choices:
-                raise CronError(f"{key}: expected one of {', '.join(choices)}, got {value!r}")
-            kwargs[attr] = value
-        for key, attr in (("catchUpWindow", "catch_up_window"), ("jitter", "jitter")):
-            value = schedule.get(key)
-            if value is None:
-                continue
-            try:
-                kwargs[attr] = parse_duration(value)
-            except CronError as exc:
-                raise CronError(f"{key}: {exc}") from None
-        return cls(**kwargs)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What to do now for one schedule: the fires to start, what was missed, and when to look again.
-
-    ``missed`` counts due fires that are not started (before the catch-up window, or inside it under
-    ``none``/``latest``, or older than the ``limit`` newest under ``all``). It is exact up to ``limit`` and
-    capped there, so a long downtime costs bounded work; ``first_missed``/``last_missed`` are always exact.
-    """
-
-    fire: tuple[datetime, ...]
-    missed: int
-    first_missed: datetime | None
-    last_missed: datetime | None
-    next_fire: datetime | None
-    retired: bool
-
-    @property
-    def last_handled(self) -> datetime | None:
-        """The newest due time this plan disposes of (fired or missed): the caller's next ``last``.
-
-        None when nothing was due; then keep the previous ``last``.
-        """
-        return self.fire[-1] if self.fire else self.last_missed
-
-
-def plan(
-    spec: CronSpec,
-    *,
-    last: datetime | None,
-    now: datetime,
-    policy: Policy,
-    start_date: datetime | None = None,
-    end_date: datetime | None = None,
-    limit: int = 1000,
-) -> Plan:
-    """Split the fires due in ``(last, now]`` into ones to start and ones missed, with bounded work.
-
-    ``last`` is the newest scheduled time already handled (fired or missed); ``None`` means the schedule
-    has never been planned, so nothing is due yet and only ``next_fire`` is given: store the registration
-    time as ``last`` so that fires after it count. Fires before ``start_date`` or after ``end_date`` never
-    count. A due fire at or after ``now - catch_up_window`` is inside the window and handled by
-    ``catch_up`` (``all``: up to ``limit`` of them fire, the newest; ``latest``: only the newest fires;
-    ``none``: none fires); every due fire that does not fire is missed.
-
-    ``next_fire`` is the first scheduled time after ``now`` (and after ``last``, so a clock that stepped
-    back never offers a handled time again), or None past ``end_date``, which makes the plan ``retired``.
-    The work is O(``limit``) croniter steps whatever the downtime: ``missed`` is capped at ``limit``.
-    """
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-    now_utc = _aware_utc(now, "now")
-    last_utc = None if last is None else _aware_utc(last, "last")
-    floor = None if start_date is None else _aware_utc(start_date, "start_date") - _TICK  # fires are > floor
-    end = None if end_date is None else _aware_utc(end_date, "end_date")
-    walker = spec._walker()
-
-    base = max(x for x in (now_utc, last_utc, floor) if x is not None)
-    try:
-        next_fire: datetime | None = spec._next(walker, base)
-    except _Exhausted:
-        next_fire = None
-    if next_fire is not None and end is not None and next_fire > end:
-        next_fire = None
-    nothing = Plan((), 0, None, None, next_fire, next_fire is None)
-    if last_utc is None:
-        return nothing
-
-    low = last_utc if floor is None else max(last_utc, floor)  # due fires are in (low, high]
-    high = now_utc if end is None else min(now_utc, end)
-    if high <= low:
-        return nothing
-    inside_low = max(low, now_utc - policy.catch_up_window - _TICK)  # inside fires are in (inside_low, high]
-
-    # The fires to start: the newest ones inside the window, walked backwards from `high`.
-    want = {"none": 0, "latest": 1, "all": limit}[policy.catch_up]
-    newest_first: list[datetime] = []
-    t = high + _TICK
-    while len(newest_first) < want:
-        try:
-            t = spec._prev(walker, t)
-        except _Exhausted:
-            break
-        if t <= inside_low:
-            break
-        newest_first.append(t)
-    fire = tuple(reversed(newest_first))
-
-    # Every due fire older than the oldest started one is missed: count it up to `limit`.
-    missed_high = fire[0] - _TICK if fire else high
-    counted = spec._forward_from(walker, low, missed_high, limit)
-    if not counted:
-        return Plan(fire, 0, None, None, next_fire, next_fire is None)
-    last_missed = counted[-1]
-    if len(counted) == limit:  # there may be more: find the newest exactly, without walking to it
-        last_missed = spec._prev(walker, missed_high + _TICK)
-    return Plan(fire, len(counted), counted[0], last_missed, next_fire, next_fire is None)

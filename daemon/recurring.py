@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from .contracts import BadCommand, JobEntity, ScheduleRun, ScheduleView, describe_validation_error
-from .cron import CronError, CronSpec, Policy, parse_timestamp
+from .cron import CronError, CronSpec
+from .firing import Policy, parse_timestamp
 from .store import ScheduleRecord
 
 __all__ = ["RECURRING_HANDLER", "RECURRING_JOB", "is_recurring", "new_schedule", "schedule_view"]

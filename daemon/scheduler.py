@@ -32,8 +32,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .contracts import ACTIVE, Answer, Log, ScheduleCloudEvent
-from .cron import CronSpec, Plan, Policy, plan
+from .cron import CronSpec
 from .events import EventFactory
+from .firing import Plan, Policy, plan
 from .store import JobStore, PendingEvent, ScheduleChange, ScheduleRecord
 
 __all__ = ["Publish", "Scheduler", "fire_message_id"]

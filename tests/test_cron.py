@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from daemon.cron import CronError, CronSpec, Plan, Policy, parse_duration, parse_timestamp, plan
+from daemon.cron import CronError, CronSpec
+from daemon.firing import Plan, Policy, parse_duration, parse_timestamp, plan
 
 OSLO = ZoneInfo("Europe/Oslo")
 NEW_YORK = ZoneInfo("America/New_York")
