@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -71,11 +72,17 @@ def _busybox_rootfs_tar() -> bytes:
 
 
 class LocalDockerd:
-    """One dockerd under ``base``; ``url`` is what ``DM_JOBD_DOCKER_HOST`` should say."""
+    """One dockerd under ``base``; ``url`` is what ``DM_JOBD_DOCKER_HOST`` should say.
+
+    Its socket and exec root live in a short folder of their own under /tmp: containerd's sockets sit
+    in the exec root, and a unix socket path must stay under 108 bytes, which pytest's folders exceed.
+    The folder keeps its name across ``stop()`` and ``start()``, so ``url`` stays valid.
+    """
 
     def __init__(self, base: Path) -> None:
         self.base = base.absolute()
-        self.socket = self.base / "docker.sock"
+        self.run_dir = Path(tempfile.mkdtemp(prefix="dmjd-"))
+        self.socket = self.run_dir / "docker.sock"
         self.url = f"unix://{self.socket}"
         self.storage_driver: str | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -109,16 +116,16 @@ class LocalDockerd:
         raise DockerdError("; ".join(errors))
 
     async def _start(self, driver: str) -> None:
-        for name in ("data", "exec"):
-            (self.base / name).mkdir(parents=True, exist_ok=True)
+        (self.base / "data").mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "exec").mkdir(parents=True, exist_ok=True)
         self.socket.unlink(missing_ok=True)
         with self._log.open("ab") as log:
             self._proc = await asyncio.create_subprocess_exec(
                 "dockerd",
                 f"--host={self.url}",
                 f"--data-root={self.base / 'data'}",
-                f"--exec-root={self.base / 'exec'}",
-                f"--pidfile={self.base / 'dockerd.pid'}",
+                f"--exec-root={self.run_dir / 'exec'}",
+                f"--pidfile={self.run_dir / 'dockerd.pid'}",
                 "--iptables=false",
                 "--ip6tables=false",
                 "--bridge=none",
@@ -178,9 +185,10 @@ class LocalDockerd:
         await asyncio.to_thread(self._unmount)
 
     def _unmount(self) -> None:
-        """dockerd may leave ``<exec-root>/netns/default`` (and, when killed, more) mounted under base."""
-        prefix = str(self.base) + "/"
+        """Unmount what dockerd may leave mounted (``<exec-root>/netns/default``), then remove the folder."""
+        prefixes = (str(self.base) + "/", str(self.run_dir) + "/")
         with open("/proc/self/mounts") as mounts:
-            points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+            points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefixes)]
         for point in sorted(points, key=len, reverse=True):
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)

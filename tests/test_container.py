@@ -81,8 +81,9 @@ async def test_a_container_job_completes_with_its_output_as_result_and_is_remove
 async def test_a_failing_container_fails_with_its_exit_code_and_last_lines(
     container_client: JobdClient,
 ) -> None:
+    # standard error, both lines: the engine keeps order within a stream, not across the two
     async with container_client.events() as events:
-        uid = (await container_client.start(container_job("echo one; echo broken >&2; exit 3"))).uid
+        uid = (await container_client.start(container_job("echo one >&2; echo broken >&2; exit 3"))).uid
         assert uid
         await events_until(events, ended(uid))
     status = await container_client.status(uid)
