@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,8 @@ class ContainerRunner:
         self.default_network = default_network
         self.owner = self._owner()
         self.exits = ExitFollower(engine, {OWNER_LABEL: self.owner}, log)
-        self._locks: dict[str, asyncio.Lock] = {}
+        #: One lock per job being polled, so two polls never settle a container at once.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _owner(self) -> str:
         """This state folder's id: the label that separates its containers from everyone else's."""
@@ -82,7 +84,10 @@ class ContainerRunner:
         return self.state_dir / "jobs" / uid
 
     def _lock(self, uid: str) -> asyncio.Lock:
-        return self._locks.setdefault(uid, asyncio.Lock())
+        lock = self._locks.get(uid)
+        if lock is None:
+            lock = self._locks[uid] = asyncio.Lock()
+        return lock
 
     # -- start -----------------------------------------------------------------------------------
 

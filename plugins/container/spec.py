@@ -27,7 +27,7 @@ __all__ = ["DEFAULT_RESULT_PATH", "ContainerSpec", "parse_cpu", "parse_memory", 
 DEFAULT_RESULT_PATH = "/dm-job/result"
 MIN_MEMORY = 6 * 1024 * 1024
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-_QUANTITY_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([A-Za-z]*)\s*$")
+_QUANTITY_RE = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*([A-Za-z]*)\s*$")
 _MEMORY_UNITS = {
     "": 1024**3,
     "b": 1,
