@@ -128,7 +128,7 @@ async def test_binary_results_come_back_as_base64(container_client: JobdClient) 
 
 
 async def test_environment_resources_and_network_reach_the_container_and_the_token_stays_inside(
-    container_client: JobdClient, docker: aiodocker.Docker
+    container_client: JobdClient, docker: aiodocker.Docker, capfd: pytest.CaptureFixture[str]
 ) -> None:
     check = '[ "$DMSS_TOKEN" = "tok-"9f8e7d6c5b4a ] && echo has-token; echo "$GREETING $DM_JOB_UID"; '
     job = container_job(
@@ -156,6 +156,8 @@ async def test_environment_resources_and_network_reach_the_container_and_the_tok
         assert TOKEN not in event.model_dump_json()
     status = await container_client.status(uid)
     assert TOKEN not in status.model_dump_json()
+    out, err = capfd.readouterr()
+    assert TOKEN not in out + err, "the daemon's log never holds the token"
 
 
 async def test_exits_are_pushed_from_the_engine_events_not_polled(

@@ -113,16 +113,17 @@ class ContainerRunner:
                 f"a container named {name!r} already exists on the engine; "
                 "choose another runner.name or remove that container"
             ) from None
-        if spec.result_path == DEFAULT_RESULT_PATH:
-            await self.engine.make_dir(container, os.path.dirname(spec.result_path))
-        await self._start_or_remove(container)
+        result_dir = os.path.dirname(spec.result_path) if spec.result_path == DEFAULT_RESULT_PATH else None
+        await self._start_or_remove(container, result_dir)
         handle["container"] = container
         self.log.info("container started", uid=job.uid, container=container[:12], image=spec.image)
         return Started(handle, RunnerStatus(JobStatus.RUNNING, message=f"running as container {name}"))
 
-    async def _start_or_remove(self, container: str) -> None:
+    async def _start_or_remove(self, container: str, result_dir: str | None = None) -> None:
         """Start a created container; one the engine cannot start is removed, so a retry starts afresh."""
         try:
+            if result_dir is not None:  # the folder exists whatever the image holds, writable by any user
+                await self.engine.make_dir(container, result_dir)
             await self.engine.start(container)
         except EngineError as exc:
             await self.engine.remove(container)
