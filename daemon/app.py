@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import structlog
@@ -181,13 +181,12 @@ class Daemon:
         if not all(confirmed):
             raise amqp.AmqpUnavailable(f"the broker did not confirm {kind} {message_id}")
 
-    async def _hold_command(self, kind: str, body: bytes, message_id: str, due: datetime) -> None:
-        """Hand a command to the broker now, for delivery at ``due``."""
+    async def _hold_command(self, commands: Sequence[tuple[str, bytes, str]], due: datetime) -> list[bool]:
+        """Hand commands to the broker now, for delivery at ``due``; which ones it confirmed."""
         due_ms = round(due.timestamp() * 1000)
         now_ms = round(datetime.now(UTC).timestamp() * 1000)
-        confirmed = await self.command_hold.hold([amqp.Outgoing(kind, message_id, body)], due_ms, now_ms)
-        if not all(confirmed):
-            raise amqp.AmqpUnavailable(f"the broker did not hold {kind} {message_id}")
+        outgoing = [amqp.Outgoing(kind, message_id, body) for kind, body, message_id in commands]
+        return await self.command_hold.hold(outgoing, due_ms, now_ms)
 
     async def _landed(self, message_id: str) -> bool:
         """Whether a start command reached a daemon: the dispatcher stored its idempotency key."""

@@ -27,7 +27,7 @@ import functools
 import heapq
 import json
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,8 +41,8 @@ __all__ = ["Publish", "Scheduler", "fire_message_id"]
 
 #: Publish one command: routing key, body, message id. Raises when the broker did not confirm it.
 Publish = Callable[[str, bytes, str], Awaitable[None]]
-#: Publish one command to be delivered at an instant: routing key, body, message id, instant.
-Hold = Callable[[str, bytes, str, datetime], Awaitable[None]]
+#: Publish commands (routing key, body, message id) to be delivered at an instant; which were confirmed.
+Hold = Callable[[Sequence[tuple[str, bytes, str]], datetime], Awaitable[list[bool]]]
 #: Whether a start command with this message id reached the daemon (its idempotency key exists).
 Landed = Callable[[str], Awaitable[bool]]
 
@@ -74,6 +74,7 @@ class Scheduler:
         lead: float = 10.0,
         burst: int = 100,
         audit_after: float = 60.0,
+        hold_batch: int = 500,
     ) -> None:
         self.store = store
         self.publish = publish
@@ -92,6 +93,7 @@ class Scheduler:
         self.lead = timedelta(seconds=lead if hold is not None else 0.0)
         self.burst = burst
         self.audit_after = audit_after
+        self.hold_batch = hold_batch
         #: Fires within ``lead`` of now, by instant: taken off the heap, not yet fired.
         self._soon: dict[datetime, list[str]] = {}
         self._soon_heap: list[datetime] = []
@@ -214,20 +216,69 @@ class Scheduler:
             for uid in uids:
                 self.reschedule(uid, held or self.clock() + timedelta(seconds=1))
             return
-        fired = await asyncio.gather(*(self._guarded_fire(uid, records.get(uid), held) for uid in uids))
-        if held is not None and self.landed is not None:
-            self._spawn(self._audit(held, [f for f in fired if f is not None]))
+        if held is None:
+            await asyncio.gather(*(self._guarded_fire(uid, records.get(uid)) for uid in uids))
+            return
+        fires: list[tuple[str, bytes]] = []
+        for start in range(0, len(uids), self.hold_batch):
+            chunk = uids[start : start + self.hold_batch]
+            try:
+                fires += await self._hold_chunk(chunk, records, held)
+            except Exception as exc:
+                self.log.error("holding fires failed; they fire at their instant", error=repr(exc))
+                for uid in chunk:
+                    if uid in self._firing_at:
+                        self._direct.add(uid)
+                        self.reschedule(uid, held)
+        if fires and self.landed is not None:
+            self._spawn(self._audit(held, fires))
 
-    async def _guarded_fire(
-        self, uid: str, record: ScheduleRecord | None = None, held: datetime | None = None
-    ) -> tuple[str, bytes] | None:
+    async def _hold_chunk(
+        self, uids: list[str], records: Mapping[str, ScheduleRecord], instant: datetime
+    ) -> list[tuple[str, bytes]]:
+        """Hold a slice of a burst: plan each, publish the holdable ones together, advance them together.
+
+        What cannot be held (jitter, an active run, anything but exactly this fire due) goes back on
+        the heap for the instant itself.
+        """
+        ready: list[tuple[ScheduleRecord, Plan, str, bytes]] = []
+        for uid in uids:
+            record = records.get(uid)
+            if record is None or record.state != "active":
+                self._firing_at.pop(uid, None)
+                continue
+            outcome, policy = self._plan(record, instant)
+            if not await self._holdable(record, outcome, policy, instant):
+                self._direct.add(uid)
+                self.reschedule(uid, instant)
+                continue
+            ready.append((record, outcome, fire_message_id(uid, instant), self._start_body(record, instant)))
+        if not ready:
+            return []
+        assert self.hold is not None
+        confirmed = await self.hold([("job.start", body, mid) for _, _, mid, body in ready], instant)
+        decisions = {}
+        fires: list[tuple[str, bytes]] = []
+        for (record, outcome, mid, body), ok in zip(ready, confirmed, strict=True):
+            if ok:
+                decisions[record.uid] = self._decider(outcome, [instant], [])
+                fires.append((mid, body))
+            else:
+                self._direct.add(record.uid)
+                self.reschedule(record.uid, instant)
+        updated = await self.store.modify_schedules(decisions)
+        for uid in decisions:
+            new = updated.get(uid)
+            self.reschedule(uid, new.next_fire if new is not None and new.state == "active" else None)
+        return fires
+
+    async def _guarded_fire(self, uid: str, record: ScheduleRecord | None = None) -> None:
         async with self._limit:
             try:
-                return await self.fire(uid, record, held=held)
+                await self.fire(uid, record)
             except Exception as exc:
                 self.log.error("a schedule failed to fire; retrying soon", schedule=uid, error=repr(exc))
-                self.reschedule(uid, held or self.clock() + timedelta(seconds=1))
-                return None
+                self.reschedule(uid, self.clock() + timedelta(seconds=1))
 
     async def _audit(self, instant: datetime, fires: list[tuple[str, bytes]]) -> None:
         """Publish again, directly, any held fire that never reached a daemon (same id: no duplicate)."""
@@ -245,44 +296,31 @@ class Scheduler:
 
     # -- firing ------------------------------------------------------------------------------------
 
-    async def fire(
-        self, uid: str, record: ScheduleRecord | None = None, *, held: datetime | None = None
-    ) -> tuple[str, bytes] | None:
-        """Handle whatever is due for one schedule, then put its next fire on the heap.
-
-        ``record`` is the schedule as just read (a burst reads all due ones in one query); the
-        advance re-checks it inside its transaction, so a stale read costs nothing but a no-op.
-        ``held`` is the instant of a burst being handed to the broker ahead of time: the fire is
-        planned as of that instant and held, or, when it cannot be held, left to fire at it.
-        Returns the message id and body of a held fire.
-        """
-        if record is None:
-            record = await self.store.get_schedule(uid)
-        if record is None or record.state != "active":
-            self._firing_at.pop(uid, None)
-            return None
-        now = held or self.clock()
-        spec = _spec(record.cron, record.time_zone)
+    def _plan(self, record: ScheduleRecord, now: datetime) -> tuple[Plan, Policy]:
         policy = Policy.from_entity(record.policy)
         outcome = plan(
-            spec,
+            _spec(record.cron, record.time_zone),
             last=record.last_fire,
             now=now,
             policy=policy,
             start_date=record.start_date,
             end_date=record.end_date,
         )
-        if held is not None:
-            message = await self._hold(record, outcome, policy, held)
-            if message is None:
-                self._direct.add(uid)
-                self.reschedule(uid, held)  # not holdable: it fires at its instant like any other
-                return None
-            updated = await self._advance(record, outcome, [held], [], now)
-            self.reschedule(
-                uid, updated.next_fire if updated is not None and updated.state == "active" else None
-            )
-            return message
+        return outcome, policy
+
+    async def fire(self, uid: str, record: ScheduleRecord | None = None) -> None:
+        """Handle whatever is due for one schedule now, then put its next fire on the heap.
+
+        ``record`` is the schedule as just read (a burst reads all due ones in one query); the
+        advance re-checks it inside its transaction, so a stale read costs nothing but a no-op.
+        """
+        if record is None:
+            record = await self.store.get_schedule(uid)
+        if record is None or record.state != "active":
+            self._firing_at.pop(uid, None)
+            return
+        now = self.clock()
+        outcome, policy = self._plan(record, now)
         started: list[datetime] = []
         skipped: list[datetime] = []
         for scheduled in outcome.fire:
@@ -290,29 +328,16 @@ class Scheduler:
                 started.append(scheduled)
             else:
                 skipped.append(scheduled)
-        updated = await self._advance(record, outcome, started, skipped, now)
+        updated = await self.store.modify_schedule(uid, self._decider(outcome, started, skipped))
         self.reschedule(uid, updated.next_fire if updated is not None and updated.state == "active" else None)
-        return None
 
-    async def _hold(
+    async def _holdable(
         self, record: ScheduleRecord, outcome: Plan, policy: Policy, instant: datetime
-    ) -> tuple[str, bytes] | None:
-        """Hand one fire to the broker ahead of its instant, if nothing can change its decision."""
-        assert self.hold is not None
+    ) -> bool:
+        """Whether nothing can change this fire's decision before its instant."""
         if outcome.fire != (instant,) or outcome.retired or policy.jitter > timedelta(0):
-            return None
-        if policy.overlap != "allow" and await self._active_run(record) is not None:
-            return None
-        message_id = fire_message_id(record.uid, instant)
-        body = self._start_body(record, instant)
-        try:
-            await self.hold("job.start", body, message_id, instant)
-        except Exception as exc:
-            self.log.warning(
-                "holding a fire failed; it fires at its instant", schedule=record.uid, error=str(exc)
-            )
-            return None
-        return message_id, body
+            return False
+        return policy.overlap == "allow" or await self._active_run(record) is None
 
     def _start_body(self, record: ScheduleRecord, scheduled: datetime) -> bytes:
         body: dict[str, Any] = {
@@ -349,14 +374,10 @@ class Scheduler:
         job = await self.store.get(newest)
         return newest if job is not None and job.status in ACTIVE else None
 
-    async def _advance(
-        self,
-        record: ScheduleRecord,
-        outcome: Plan,
-        started: Sequence[datetime],
-        skipped: Sequence[datetime],
-        now: datetime,
-    ) -> ScheduleRecord | None:
+    def _decider(
+        self, outcome: Plan, started: Sequence[datetime], skipped: Sequence[datetime]
+    ) -> Callable[[ScheduleRecord], ScheduleChange | None]:
+        """The compare-and-set that records a fire: a no-op when another daemon recorded it first."""
         handled = max([*outcome.fire, *([outcome.last_missed] if outcome.last_missed else [])], default=None)
         events = self.events
 
@@ -390,7 +411,7 @@ class Scheduler:
                 out.append(events.schedule(new, "retired", message="past the schedule's end date"))
             return ScheduleChange(new, out)
 
-        return await self.store.modify_schedule(record.uid, decide)
+        return decide
 
     # -- commands ----------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -553,27 +553,38 @@ class SqliteStore:
     async def modify_schedule(
         self, uid: str, decide: Callable[[ScheduleRecord], ScheduleChange | None]
     ) -> ScheduleRecord | None:
-        def op(conn: sqlite3.Connection) -> ScheduleRecord | None:
-            row = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE uid = ?", (uid,)).fetchone()
-            if row is None:
-                return None
-            current = _row_to_schedule(row)
-            change = decide(current)
-            if change is None:
-                return current
-            new = change.record
-            conn.execute(
-                "UPDATE schedules SET state=?, next_fire=?, last_fire=?, runs=? WHERE uid=?",
-                (
-                    new.state,
-                    _ts(new.next_fire),
-                    _ts(new.last_fire),
-                    json.dumps(new.runs, separators=(",", ":")),
-                    uid,
-                ),
-            )
-            _write_events(conn, change.events)
-            return new
+        return (await self.modify_schedules({uid: decide})).get(uid)
+
+    async def modify_schedules(
+        self, decisions: Mapping[str, Callable[[ScheduleRecord], ScheduleChange | None]]
+    ) -> dict[str, ScheduleRecord]:
+        def op(conn: sqlite3.Connection) -> dict[str, ScheduleRecord]:
+            out: dict[str, ScheduleRecord] = {}
+            for uid, decide in decisions.items():
+                row = conn.execute(
+                    f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE uid = ?", (uid,)
+                ).fetchone()
+                if row is None:
+                    continue
+                current = _row_to_schedule(row)
+                change = decide(current)
+                if change is None:
+                    out[uid] = current
+                    continue
+                new = change.record
+                conn.execute(
+                    "UPDATE schedules SET state=?, next_fire=?, last_fire=?, runs=? WHERE uid=?",
+                    (
+                        new.state,
+                        _ts(new.next_fire),
+                        _ts(new.last_fire),
+                        json.dumps(new.runs, separators=(",", ":")),
+                        uid,
+                    ),
+                )
+                _write_events(conn, change.events)
+                out[uid] = new
+            return out
 
         return await self._write(op)
 

@@ -7,7 +7,7 @@ one transaction (:meth:`JobStore.modify`), which is what makes the outbox trustw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -209,6 +209,15 @@ class JobStore(Protocol):
         self, uid: str, decide: Callable[[ScheduleRecord], ScheduleChange | None]
     ) -> ScheduleRecord | None:
         """Like :meth:`modify`, for a schedule: read, decide, write with events, atomically."""
+        ...
+
+    async def modify_schedules(
+        self, decisions: Mapping[str, Callable[[ScheduleRecord], ScheduleChange | None]]
+    ) -> dict[str, ScheduleRecord]:
+        """:meth:`modify_schedule` for many schedules in one transaction (a burst of fires).
+
+        Returns each schedule as it now is; a uid with no schedule is left out.
+        """
         ...
 
     async def outbox_done(self, ids: Sequence[int]) -> None: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,8 +117,9 @@ async def test_a_held_fire_that_never_arrives_is_published_again(settings: Setti
     """The broker loses held messages only if it crashes as it releases them; the audit covers that."""
     dropped: list[str] = []
 
-    async def lose(kind: str, body: bytes, message_id: str, due: datetime) -> None:
-        dropped.append(message_id)  # "confirmed", then lost
+    async def lose(commands: Sequence[tuple[str, bytes, str]], due: datetime) -> list[bool]:
+        dropped.extend(message_id for _, _, message_id in commands)
+        return [True] * len(commands)  # "confirmed", then lost
 
     async with (
         Daemon(bursty(settings, burst=2, lead=2.0), vhost_url) as jobd,
