@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -294,7 +295,7 @@ class CommandHold:
             },
         )
 
-    async def hold(self, messages: Sequence[Outgoing], due_ms: int, now_ms: int) -> list[bool]:
+    async def hold(self, messages: Sequence[Outgoing], due_ms: int) -> list[bool]:
         """Publish ``messages`` to be delivered at ``due_ms`` (epoch milliseconds); ``True`` where confirmed.
 
         A message whose hold queue vanished is returned by the broker (mandatory) and counts as not
@@ -305,6 +306,7 @@ class CommandHold:
             raise AmqpUnavailable("the hold channel is not open")
         declared = self._declared.get(due_ms)
         if declared is None:
+            now_ms = time.time() * 1000
             for old in [k for k in self._declared if k < now_ms]:
                 del self._declared[old]
             declared = self._declared[due_ms] = asyncio.ensure_future(self._declare(due_ms))
@@ -313,10 +315,12 @@ class CommandHold:
         except Exception as exc:
             self._declared.pop(due_ms, None)
             raise AmqpUnavailable(f"could not declare the hold queue: {exc}") from exc
-        expiration = timedelta(milliseconds=max(1, due_ms - now_ms))
         queue = f"{HOLD_PREFIX}{due_ms}"
 
         async def one(m: Outgoing) -> bool:
+            # The broker counts the time to live from when it takes the message: computed per message,
+            # at the last moment, so a slice published over a few hundred ms still expires at one instant.
+            expiration = timedelta(milliseconds=max(1, due_ms - round(time.time() * 1000)))
             try:
                 await channel.default_exchange.publish(
                     aio_pika.Message(

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
 
@@ -183,10 +183,8 @@ class Daemon:
 
     async def _hold_command(self, commands: Sequence[tuple[str, bytes, str]], due: datetime) -> list[bool]:
         """Hand commands to the broker now, for delivery at ``due``; which ones it confirmed."""
-        due_ms = round(due.timestamp() * 1000)
-        now_ms = round(datetime.now(UTC).timestamp() * 1000)
         outgoing = [amqp.Outgoing(kind, message_id, body) for kind, body, message_id in commands]
-        return await self.command_hold.hold(outgoing, due_ms, now_ms)
+        return await self.command_hold.hold(outgoing, round(due.timestamp() * 1000))
 
     async def _landed(self, message_id: str) -> bool:
         """Whether a start command reached a daemon: the dispatcher stored its idempotency key."""

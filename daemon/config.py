@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         default=100, gt=0, description="Fires due at one instant from which they are held in the broker early"
     )
     schedule_lead_seconds: float = Field(
-        default=10.0,
+        default=30.0,
         ge=0,
         le=600,
         description="How early a burst of fires is handed to the broker (0: never)",

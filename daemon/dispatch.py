@@ -31,9 +31,10 @@ from .contracts import (
     UnknownJob,
     describe_validation_error,
 )
+from .fires import fire_message_id
 from .jobs import Jobs
 from .recurring import RECURRING_HANDLER, schedule_view
-from .scheduler import Scheduler, fire_message_id
+from .scheduler import Scheduler
 from .supervisor import Supervisor
 
 __all__ = ["Dispatcher", "start_key"]

@@ -23,21 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import heapq
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from .contracts import ACTIVE, Answer, Log, ScheduleCloudEvent
 from .cron import CronSpec
 from .events import EventFactory
+from .fires import cron_spec, fire_message_id, record_fire, start_body
 from .firing import Plan, Policy, plan
-from .store import JobStore, PendingEvent, ScheduleChange, ScheduleRecord
+from .store import JobStore, ScheduleChange, ScheduleRecord
 
-__all__ = ["Publish", "Scheduler", "fire_message_id"]
+__all__ = ["Hold", "Landed", "Publish", "Scheduler"]
 
 #: Publish one command: routing key, body, message id. Raises when the broker did not confirm it.
 Publish = Callable[[str, bytes, str], Awaitable[None]]
@@ -45,17 +44,6 @@ Publish = Callable[[str, bytes, str], Awaitable[None]]
 Hold = Callable[[Sequence[tuple[str, bytes, str]], datetime], Awaitable[list[bool]]]
 #: Whether a start command with this message id reached the daemon (its idempotency key exists).
 Landed = Callable[[str], Awaitable[bool]]
-
-
-def fire_message_id(uid: str, scheduled: datetime) -> str:
-    """The idempotency key of one fire: the same for every daemon and every retry."""
-    return f"schedule:{uid}:{scheduled.astimezone(UTC).isoformat()}"
-
-
-@functools.lru_cache(maxsize=4096)
-def _spec(cron: str, time_zone: str) -> CronSpec:
-    """Parsed once per expression: many schedules share a few cron lines, and a burst re-reads them."""
-    return CronSpec.parse(cron, time_zone)
 
 
 class Scheduler:
@@ -71,7 +59,7 @@ class Scheduler:
         rng: random.Random | None = None,
         hold: Hold | None = None,
         landed: Landed | None = None,
-        lead: float = 10.0,
+        lead: float = 30.0,
         burst: int = 100,
         audit_after: float = 60.0,
         hold_batch: int = 500,
@@ -230,6 +218,11 @@ class Scheduler:
                     if uid in self._firing_at:
                         self._direct.add(uid)
                         self.reschedule(uid, held)
+        if fires:
+            ahead = (held - self.clock()).total_seconds()
+            self.log.info(
+                "fires held in the broker", count=len(fires), instant=held.isoformat(), ahead_s=ahead
+            )
         if fires and self.landed is not None:
             self._spawn(self._audit(held, fires))
 
@@ -252,7 +245,7 @@ class Scheduler:
                 self._direct.add(uid)
                 self.reschedule(uid, instant)
                 continue
-            ready.append((record, outcome, fire_message_id(uid, instant), self._start_body(record, instant)))
+            ready.append((record, outcome, fire_message_id(uid, instant), start_body(record, instant)))
         if not ready:
             return []
         assert self.hold is not None
@@ -261,7 +254,7 @@ class Scheduler:
         fires: list[tuple[str, bytes]] = []
         for (record, outcome, mid, body), ok in zip(ready, confirmed, strict=True):
             if ok:
-                decisions[record.uid] = self._decider(outcome, [instant], [])
+                decisions[record.uid] = record_fire(self.events, outcome, [instant], [])
                 fires.append((mid, body))
             else:
                 self._direct.add(record.uid)
@@ -299,7 +292,7 @@ class Scheduler:
     def _plan(self, record: ScheduleRecord, now: datetime) -> tuple[Plan, Policy]:
         policy = Policy.from_entity(record.policy)
         outcome = plan(
-            _spec(record.cron, record.time_zone),
+            cron_spec(record.cron, record.time_zone),
             last=record.last_fire,
             now=now,
             policy=policy,
@@ -328,7 +321,7 @@ class Scheduler:
                 started.append(scheduled)
             else:
                 skipped.append(scheduled)
-        updated = await self.store.modify_schedule(uid, self._decider(outcome, started, skipped))
+        updated = await self.store.modify_schedule(uid, record_fire(self.events, outcome, started, skipped))
         self.reschedule(uid, updated.next_fire if updated is not None and updated.state == "active" else None)
 
     async def _holdable(
@@ -338,16 +331,6 @@ class Scheduler:
         if outcome.fire != (instant,) or outcome.retired or policy.jitter > timedelta(0):
             return False
         return policy.overlap == "allow" or await self._active_run(record) is None
-
-    def _start_body(self, record: ScheduleRecord, scheduled: datetime) -> bytes:
-        body: dict[str, Any] = {
-            "job": record.job,
-            "schedule": record.uid,
-            "scheduledFor": scheduled.astimezone(UTC).isoformat(),
-        }
-        if record.token:
-            body["token"] = record.token
-        return json.dumps(body).encode()
 
     async def _run(
         self, record: ScheduleRecord, scheduled: datetime, policy: Policy, *, trigger: str | None
@@ -363,7 +346,7 @@ class Scheduler:
         if policy.jitter > timedelta(0) and trigger is None:
             await asyncio.sleep(self._rng.uniform(0, policy.jitter.total_seconds()))  # the jitter itself
         message_id = trigger or fire_message_id(record.uid, scheduled)
-        await self.publish("job.start", self._start_body(record, scheduled), message_id)
+        await self.publish("job.start", start_body(record, scheduled), message_id)
         return True
 
     async def _active_run(self, record: ScheduleRecord) -> str | None:
@@ -373,45 +356,6 @@ class Scheduler:
         newest = str(record.runs[-1]["uid"])
         job = await self.store.get(newest)
         return newest if job is not None and job.status in ACTIVE else None
-
-    def _decider(
-        self, outcome: Plan, started: Sequence[datetime], skipped: Sequence[datetime]
-    ) -> Callable[[ScheduleRecord], ScheduleChange | None]:
-        """The compare-and-set that records a fire: a no-op when another daemon recorded it first."""
-        handled = max([*outcome.fire, *([outcome.last_missed] if outcome.last_missed else [])], default=None)
-        events = self.events
-
-        def decide(current: ScheduleRecord) -> ScheduleChange | None:
-            if current.state != "active":
-                return None
-            if handled is not None and current.last_fire is not None and current.last_fire >= handled:
-                return None  # another daemon recorded this fire already
-            new = dataclasses.replace(current, next_fire=outcome.next_fire)
-            if handled is not None:
-                new.last_fire = handled
-            out: list[PendingEvent] = []
-            out += [events.schedule(new, "fired", scheduled_for=t) for t in started]
-            out += [
-                events.schedule(new, "skipped", scheduled_for=t, message="the previous run is still active")
-                for t in skipped
-            ]
-            if outcome.missed:
-                out.append(
-                    events.schedule(
-                        new,
-                        "missed",
-                        scheduled_for=outcome.last_missed,
-                        missed=outcome.missed,
-                        message=f"{outcome.missed} fire(s) missed while the daemon was away",
-                    )
-                )
-            if outcome.retired:
-                new.state = "retired"
-                new.next_fire = None
-                out.append(events.schedule(new, "retired", message="past the schedule's end date"))
-            return ScheduleChange(new, out)
-
-        return decide
 
     # -- commands ----------------------------------------------------------------------------------
 
