@@ -210,6 +210,29 @@ class CommandConsumer:
                 await self._channel.close()
 
 
+def _message(m: Outgoing, content_type: str, *, expiration: timedelta | None = None) -> aio_pika.Message:
+    """A persistent message whose AMQP ``type`` mirrors its routing key (the command consumer reads it)."""
+    return aio_pika.Message(
+        m.body,
+        content_type=content_type,
+        message_id=m.message_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        type=m.routing_key,
+        expiration=expiration,
+    )
+
+
+async def _confirmed(
+    exchange: AbstractExchange, message: aio_pika.Message, routing_key: str, *, mandatory: bool = False
+) -> bool:
+    """Publish and wait for the broker's confirm; False for a nack, a return or a closed channel."""
+    try:
+        await exchange.publish(message, routing_key=routing_key, mandatory=mandatory)
+    except Exception:
+        return False
+    return True
+
+
 class EventPublisher:
     """Publishes events to ``dm-job.events`` on a confirming channel."""
 
@@ -238,22 +261,8 @@ class EventPublisher:
             raise AmqpUnavailable("the event channel is not open")
         exchange = self._exchange
 
-        async def one(m: Outgoing) -> bool:
-            try:
-                await exchange.publish(
-                    aio_pika.Message(
-                        m.body,
-                        content_type=self._content_type,
-                        message_id=m.message_id,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        type=m.routing_key,
-                    ),
-                    routing_key=m.routing_key,
-                    mandatory=False,
-                )
-            except Exception:
-                return False
-            return True
+        def one(m: Outgoing) -> Awaitable[bool]:
+            return _confirmed(exchange, _message(m, self._content_type), m.routing_key)
 
         return list(await asyncio.gather(*(one(m) for m in messages)))
 
@@ -321,22 +330,8 @@ class CommandHold:
             # The broker counts the time to live from when it takes the message: computed per message,
             # at the last moment, so a slice published over a few hundred ms still expires at one instant.
             expiration = timedelta(milliseconds=max(1, due_ms - round(time.time() * 1000)))
-            try:
-                await channel.default_exchange.publish(
-                    aio_pika.Message(
-                        m.body,
-                        content_type="application/json",
-                        message_id=m.message_id,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        type=m.routing_key,
-                        expiration=expiration,
-                    ),
-                    routing_key=queue,
-                    mandatory=True,
-                )
-            except Exception:
-                return False
-            return True
+            message = _message(m, "application/json", expiration=expiration)
+            return await _confirmed(channel.default_exchange, message, queue, mandatory=True)
 
         return list(await asyncio.gather(*(one(m) for m in messages)))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import uuid
@@ -11,11 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+import structlog
 
 from daemon.app import Daemon
 from daemon.client import JobdClient
 from daemon.config import Settings
 from daemon.localbroker import LocalBroker, ensure_installed
+from daemon.logs import configure as configure_logging
 
 # ---------------------------------------------------------------------------------------------------
 # RabbitMQ: one real, private broker for the whole session (startup takes ~5 s, so it is shared).
@@ -82,6 +85,18 @@ def no_stray_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
                 os.kill(int(proc.name), signal.SIGKILL)
         except OSError:
             continue
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """The daemon's real logging set-up (JSON lines), written into a buffer: tests look for secrets in it."""
+    buffer = io.StringIO()
+    configure_logging(fmt="json", level="debug")
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=buffer), cache_logger_on_first_use=False
+    )
+    yield buffer
+    structlog.reset_defaults()
 
 
 @pytest.fixture

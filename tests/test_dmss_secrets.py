@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 
 import httpx
 import pytest
-import structlog
 from conftest import DMSS_TOKEN
 from fake_dmss import FakeDmss
 from helpers import JOB, REVERSE, ended, events_until
@@ -18,21 +16,8 @@ from daemon.client import JobdClient
 from daemon.config import Settings
 from daemon.contracts import DmssError, DmssUnavailable, ErrorCode
 from daemon.dmss import DmssClient, complete_address
-from daemon.logs import configure
 
 WRONG = "wrong-tok-77aa55cc-secret"
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """The daemon's real logging set-up (JSON lines), written into a buffer."""
-    buffer = io.StringIO()
-    configure(fmt="json", level="debug")
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(file=buffer), cache_logger_on_first_use=False
-    )
-    yield buffer
-    structlog.reset_defaults()
 
 
 async def test_the_dmss_token_never_leaves_dmss_and_the_job(

@@ -10,7 +10,7 @@ import io
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from daemon.app import Daemon
 from daemon.client import JobdClient
 from daemon.config import Settings
 from daemon.contracts import CloudEvent, JobSpec, JobStatus, RunnerContext, RunnerUnavailable
-from daemon.logs import configure
 from plugins.radix import PLUGIN, RadixError, RadixRunner
 
 RADIX = "dmss://WorkflowDS/Blueprints/Radix"
@@ -48,18 +47,6 @@ def radix_job(port: int, *env: str, **runner: Any) -> dict[str, Any]:
 
 def statuses(seen: list[CloudEvent]) -> list[JobStatus]:
     return [e.data.status for e in seen if not e.type.endswith(".progress")]
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """The daemon's real logging set-up (JSON lines), written into a buffer, to look for the token."""
-    buffer = io.StringIO()
-    configure(fmt="json", level="debug")
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(file=buffer), cache_logger_on_first_use=False
-    )
-    yield buffer
-    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 
-import pytest
-import structlog
 from helpers import ended, events_until, reverse_job, shell_job
 
 from daemon.app import Daemon
 from daemon.client import JobdClient
 from daemon.config import Settings
-from daemon.logs import configure, redact
+from daemon.logs import redact
 
 TOKEN = "tok-9f8e7d6c5b4a-secret"
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """The daemon's real logging set-up (JSON lines), written into a buffer."""
-    buffer = io.StringIO()
-    configure(fmt="json", level="debug")
-    structlog.configure(
-        logger_factory=structlog.PrintLoggerFactory(file=buffer), cache_logger_on_first_use=False
-    )
-    yield buffer
-    structlog.reset_defaults()
 
 
 async def test_the_token_never_leaves_the_job(
