@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,3 +104,31 @@ async def run_bench_json(script: Path, *argv: str, amqp_url: str, timeout: float
     assert proc.returncode == 0, err.decode(errors="replace")[-4000:]
     figures: dict[str, Any] = json.loads(out)
     return figures
+
+
+@dataclass
+class RecordingLog:
+    """A Log (the runner contract's slice of structlog) that keeps every call, for assertions."""
+
+    calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def _add(self, level: str, event: str, kw: dict[str, Any]) -> None:
+        self.calls.append((level, event, kw))
+
+    def debug(self, event: str, **kw: Any) -> None:
+        self._add("debug", event, kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._add("info", event, kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._add("warning", event, kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._add("error", event, kw)
+
+    def at(self, level: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(event, kw) for lvl, event, kw in self.calls if lvl == level]
+
+    def text(self) -> str:
+        return "\n".join(f"{lvl} {event} {kw!r}" for lvl, event, kw in self.calls)

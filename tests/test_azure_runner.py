@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from fake_arm import FakeAzure, Fault, Program, fixtures
-from fake_arm.fixtures import IMAGE_REF, SUBNET, TOKEN, ListLog, azure_job, make_runner
-from helpers import poll_until
+from fake_arm.fixtures import IMAGE_REF, SUBNET, TOKEN, azure_job, make_runner
+from helpers import RecordingLog, poll_until
 
 from daemon.contracts import JobSpec, JobStatus, RunnerStatus
 from plugins.azure import CLASSIC_TYPES, AzureRunner
@@ -47,7 +47,7 @@ async def test_the_group_ARM_receives_follows_the_aci_rest_format(
     fake_azure: FakeAzure, tmp_path: Path
 ) -> None:
     env = fake_azure.env(IMAGE_REGISTRY_USERNAME="puller", IMAGE_REGISTRY_PASSWORD="registry-pw")
-    log = ListLog()
+    log = RecordingLog()
     runner = make_runner(env, tmp_path, log)
     job = azure_job(
         name="My_Tool.v2", customCommand="/app/run.sh --fast", computeResource={"cpu": 8, "memory": "64Gi"}
@@ -77,7 +77,7 @@ async def test_the_group_ARM_receives_follows_the_aci_rest_format(
     cp = container["properties"]
     assert cp["image"] == IMAGE_REF and cp["command"] == ["/app/run.sh", "--fast"]
     assert cp["resources"] == {"requests": {"cpu": 4.0, "memoryInGB": 16.0}}, "clamped to ACI's limits"
-    assert any(level == "warning" and "clamped" in event for level, event, _ in log.records)
+    assert any(level == "warning" and "clamped" in event for level, event, _ in log.calls)
     variables = {e["name"]: e for e in cp["environmentVariables"]}
     assert variables["DMSS_TOKEN"] == {"name": "DMSS_TOKEN", "secureValue": TOKEN}
     assert variables["MODE"] == {"name": "MODE", "value": "fast"}

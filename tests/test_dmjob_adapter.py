@@ -8,12 +8,12 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from helpers import RecordingLog
 
 from daemon.contracts import (
     JobSpec,
@@ -28,34 +28,6 @@ from plugins.dmjob import Discovered, ShimClash, discover
 HANDLERS = Path(__file__).parent / "handlers"
 WF = "dmss://WorkflowDS/Blueprints/"
 TOKEN = "tok-3f9a7c1e5b2d4a6f8e0c"
-
-
-@dataclass
-class RecordingLog:
-    """A Log that keeps every call, for assertions."""
-
-    calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-
-    def _add(self, level: str, event: str, kw: dict[str, Any]) -> None:
-        self.calls.append((level, event, kw))
-
-    def debug(self, event: str, **kw: Any) -> None:
-        self._add("debug", event, kw)
-
-    def info(self, event: str, **kw: Any) -> None:
-        self._add("info", event, kw)
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self._add("warning", event, kw)
-
-    def error(self, event: str, **kw: Any) -> None:
-        self._add("error", event, kw)
-
-    def at(self, level: str) -> list[tuple[str, dict[str, Any]]]:
-        return [(event, kw) for lvl, event, kw in self.calls if lvl == level]
-
-    def text(self) -> str:
-        return "\n".join(f"{lvl} {event} {kw!r}" for lvl, event, kw in self.calls)
 
 
 @pytest.fixture

@@ -11,31 +11,19 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TypeVar
 
 import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 import pytest
 import pytest_asyncio
+from helpers import poll_until
 
 from daemon.localbroker import LocalBroker
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-async def poll(check: Callable[[], Awaitable[T | None]], *, timeout: float = 20.0, what: str) -> T:
-    """Call ``check`` until it returns something other than None; fail at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (value := await check()) is None:
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
 
 
 async def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -81,7 +69,7 @@ async def roundtrip(url: str, body: bytes) -> bytes:
         channel = await connection.channel()
         queue = await channel.declare_queue(exclusive=True)
         await channel.default_exchange.publish(aio_pika.Message(body), routing_key=queue.name)
-        message = await poll(lambda: queue.get(fail=False), what="the published message")
+        message = await poll_until(lambda: queue.get(fail=False), what="the published message")
         await message.ack()
         return message.body
 
@@ -151,7 +139,7 @@ async def test_restart_keeps_durable_queue_and_robust_clients_reconnect(second: 
         async with await aio_pika.connect(url) as connection:
             channel2 = await connection.channel()
             kept = await channel2.declare_queue("restart-kept", durable=True, passive=True)
-            message = await poll(lambda: kept.get(fail=False), what="the persistent message")
+            message = await poll_until(lambda: kept.get(fail=False), what="the persistent message")
             assert message.body == b"kept"
             await message.ack()
             await channel2.default_exchange.publish(aio_pika.Message(b"after"), routing_key="restart-live")

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import RecordingLog
 
 from daemon.contracts import JobSpec, RunnerContext
 from plugins.azure import AZURE_TYPE, PLUGIN, AzureRunner
 
 from . import FakeAzure, serve_fake_azure
 
-__all__ = ["IMAGE", "IMAGE_REF", "SUBNET", "TOKEN", "ListLog", "azure_job", "fake_azure", "make_runner"]
+__all__ = ["IMAGE", "IMAGE_REF", "SUBNET", "TOKEN", "azure_job", "fake_azure", "make_runner"]
 
 IMAGE = {"registryName": "example.azurecr.io", "imageName": "tool", "version": "1.2"}
 IMAGE_REF = "example.azurecr.io/tool:1.2"
@@ -51,34 +52,9 @@ async def fake_azure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
         yield azure
 
 
-class ListLog:
-    """A Log that keeps what it is told, so tests can read warnings."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict[str, Any]]] = []
-
-    def _add(self, level: str, event: str, kw: dict[str, Any]) -> None:
-        self.records.append((level, event, kw))
-
-    def debug(self, event: str, **kw: Any) -> None:
-        self._add("debug", event, kw)
-
-    def info(self, event: str, **kw: Any) -> None:
-        self._add("info", event, kw)
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self._add("warning", event, kw)
-
-    def error(self, event: str, **kw: Any) -> None:
-        self._add("error", event, kw)
-
-    def text(self) -> str:
-        return repr(self.records)
-
-
-def make_runner(env: dict[str, str], tmp_path: Path, log: ListLog | None = None) -> AzureRunner:
+def make_runner(env: dict[str, str], tmp_path: Path, log: RecordingLog | None = None) -> AzureRunner:
     """The plugin's runner, created as the daemon creates it."""
-    ctx = RunnerContext(env=env, state_dir=tmp_path / "state", log=log or ListLog())
+    ctx = RunnerContext(env=env, state_dir=tmp_path / "state", log=log or RecordingLog())
     return PLUGIN.create(ctx)
 
 
