@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -31,14 +32,18 @@ __all__ = [
     "DEAD_LETTER",
     "EVENTS",
     "AmqpUnavailable",
+    "BrokerRefused",
     "CommandConsumer",
     "CommandHold",
+    "Connection",
     "Delivery",
     "EventPublisher",
     "EventSubscription",
     "Outgoing",
+    "Replier",
     "RpcClient",
     "connect",
+    "connect_when_up",
     "declare_topology",
 ]
 
@@ -64,6 +69,52 @@ async def connect(
     if "reconnect_interval" not in parsed.query:
         parsed = parsed.update_query(reconnect_interval=str(reconnect_interval))
     return await aio_pika.connect_robust(parsed, client_properties={"connection_name": name})
+
+
+#: The daemon's broker connection, as the rest of the daemon names its type.
+Connection = AbstractRobustConnection
+
+#: Connection failures that no wait will cure: the broker answered, and said no.
+_REFUSALS = (
+    aiormq.exceptions.ProbableAuthenticationError,
+    aiormq.exceptions.AuthenticationError,
+    aiormq.exceptions.ConnectionNotAllowed,
+)
+
+
+class BrokerRefused(Exception):
+    """The broker refused the connection (credentials, virtual host): waiting would not help."""
+
+
+async def connect_when_up(
+    url: str,
+    *,
+    log: Callable[..., Any],
+    name: str = "dm-jobd",
+    backoff: float = 0.2,
+    backoff_max: float = 5.0,
+) -> AbstractRobustConnection:
+    """Connect, waiting for the broker with a growing back-off: one log line per failed attempt.
+
+    A daemon started before its broker (a compose file, a restart of both) comes up when the broker
+    does instead of exiting. A refusal (wrong password, no such virtual host) raises ``BrokerRefused``.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await connect(url, name=name)
+        except _REFUSALS as exc:
+            raise BrokerRefused(f"the broker refused the connection: {exc}") from None
+        except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as exc:
+            log(
+                "the broker is not reachable; waiting",
+                attempt=attempt,
+                error=str(exc) or type(exc).__name__,
+                retry_in=backoff,
+            )
+        await asyncio.sleep(backoff)  # a back-off between attempts, not a synchronisation
+        backoff = min(backoff * 2, backoff_max)
 
 
 async def declare_topology(channel: AbstractChannel, *, delivery_limit: int) -> AbstractQueue:
@@ -130,12 +181,16 @@ Verdict = str
 Handler = Callable[[Delivery], Awaitable[tuple[Verdict, bytes | None]]]
 
 
+#: Where a consumer hands an answer: ``(reply_to, correlation_id, body)``; it must not block or raise.
+Answerer = Callable[[str, str | None, bytes], None]
+
+
 class CommandConsumer:
     """Consumes the command queue, one task per delivery, bounded by the prefetch count.
 
-    The handler returns a verdict and an optional answer. The answer is published to ``reply_to``
-    before the delivery is settled, so a command whose answer was lost is redelivered and answered
-    again (the idempotency key makes the repeat harmless).
+    The handler returns a verdict and an optional answer. The answer is handed to ``answer`` (the
+    :class:`Replier`, on a connection of its own) and the delivery is settled whatever becomes of the
+    answer: a reply address that cannot take it is that command's problem alone.
     """
 
     def __init__(
@@ -143,12 +198,14 @@ class CommandConsumer:
         connection: AbstractRobustConnection,
         handler: Handler,
         *,
+        answer: Answerer,
         prefetch: int,
         delivery_limit: int,
         on_error: Callable[[Exception], None] = lambda exc: None,
     ) -> None:
         self._connection = connection
         self._on_error = on_error
+        self._answer = answer
         self._handler = handler
         self._prefetch = prefetch
         self._delivery_limit = delivery_limit
@@ -181,7 +238,7 @@ class CommandConsumer:
     async def _settle(self, message: AbstractIncomingMessage) -> None:
         verdict, answer = await self._handler(_delivery(message))
         if answer is not None and message.reply_to:
-            await self.reply(message.reply_to, message.correlation_id, answer)
+            self._answer(message.reply_to, message.correlation_id, answer)
         if verdict == "ack":
             await message.ack()
         elif verdict == "dead-letter":
@@ -189,25 +246,178 @@ class CommandConsumer:
         else:
             await message.nack(requeue=True)
 
-    async def reply(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
-        """Answer on the default exchange, mandatory off (direct reply-to answers bounce otherwise)."""
-        assert self._channel is not None
-        await self._channel.default_exchange.publish(
-            aio_pika.Message(body, content_type="application/json", correlation_id=correlation_id),
-            routing_key=reply_to,
-            mandatory=False,
-        )
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop consuming, then let the commands already taken finish and settle (within ``timeout``).
 
-    async def stop(self) -> None:
-        """Stop consuming, then let the commands already taken finish and settle."""
+        Bounded, because with the broker gone nothing can be settled: what is unsettled is redelivered
+        and, its effect being in the store, answered from there.
+        """
         if self._queue is not None and self._tag is not None:
             with contextlib.suppress(Exception):
-                await self._queue.cancel(self._tag)
+                await asyncio.wait_for(self._queue.cancel(self._tag), timeout)
             self._tag = None
-        await self._idle.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
         if self._channel is not None:
             with contextlib.suppress(Exception):
-                await self._channel.close()
+                await asyncio.wait_for(self._channel.close(), timeout)
+
+
+@dataclass
+class _Reply:
+    reply_to: str
+    correlation_id: str | None
+    body: bytes
+    #: Monotonic time after which nobody waits for it any more.
+    deadline: float
+    #: In flight when the broker closed the connection for an internal error: it may be the cause.
+    suspect: bool = False
+
+
+class Replier:
+    """Publishes RPC answers on a connection of its own, so that no answer can hurt other work.
+
+    Why its own connection: RabbitMQ closes the whole *connection* (541, INTERNAL_ERROR) of a client
+    that publishes to a forged direct reply-to address (``amq.rabbitmq.reply-to.`` and a token naming
+    a node that is not there). On the consumer's connection that would cut every delivery in flight.
+    Here it costs a reconnect of this connection alone. Answers are published with confirms; those in
+    flight when the connection closed with 541 are suspects and are published again one at a time, so
+    the one that closes it again is known: it is dropped and logged once, the others are delivered.
+    Answers wait for the broker while it is away, each until its ``ttl`` is over.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        log: Callable[..., Any],
+        ttl: float = 30.0,
+        max_pending: int = 10_000,
+        timeout: float = 5.0,
+        name: str = "dm-jobd answers",
+    ) -> None:
+        self._url = url
+        self._log = log
+        self._ttl = ttl
+        self._max_pending = max_pending
+        self._timeout = timeout
+        self._name = name
+        self._pending: list[_Reply] = []
+        self._wake = asyncio.Event()
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="answers")
+
+    def send(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+        """Queue an answer; never blocks and never raises (the consumer settles right after)."""
+        if len(self._pending) >= self._max_pending:
+            dropped = self._pending.pop(0)
+            self._log(
+                "answer dropped", reason="too many answers wait for the broker", reply_to=dropped.reply_to
+            )
+        loop = asyncio.get_running_loop()
+        self._pending.append(_Reply(reply_to, correlation_id, body, loop.time() + self._ttl))
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            now = loop.time()
+            for late in [r for r in self._pending if r.deadline < now]:
+                self._pending.remove(late)
+                self._log(
+                    "answer dropped", reason="the broker took no answer in time", reply_to=late.reply_to
+                )
+            if not self._pending:
+                continue
+            try:
+                channel = await self._open()
+            except Exception as exc:
+                if self._closing:
+                    return
+                self._log("answers wait for the broker", error=str(exc), retry_in=backoff)
+                await asyncio.sleep(backoff)  # a back-off between attempts, not a synchronisation
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            suspects = [r for r in self._pending if r.suspect]
+            batch = suspects[:1] or list(self._pending)
+            for reply in batch:
+                self._pending.remove(reply)
+            outcomes = await asyncio.gather(*(self._publish(channel, r) for r in batch))
+            failed = [r for r, error in zip(batch, outcomes, strict=True) if error is not None]
+            if not failed:
+                continue
+            await self._reset()
+            internal = any(isinstance(e, aiormq.exceptions.ConnectionInternalError) for e in outcomes)
+            if internal and len(batch) == 1 and batch[0].suspect:
+                culprit = batch[0]
+                self._log(
+                    "answer dropped",
+                    reason="its reply address made the broker close the connection",
+                    reply_to=culprit.reply_to[:120],
+                )
+                continue
+            for reply in failed:
+                reply.suspect = reply.suspect or internal
+            self._pending[:0] = failed
+
+    async def _open(self) -> AbstractChannel:
+        if self._channel is not None and not self._channel.is_closed:
+            return self._channel
+        await self._reset()
+        self._connection = await aio_pika.connect(
+            self._url, client_properties={"connection_name": self._name}, timeout=self._timeout
+        )
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        return self._channel
+
+    async def _publish(self, channel: AbstractChannel, reply: _Reply) -> BaseException | None:
+        message = aio_pika.Message(
+            reply.body, content_type="application/json", correlation_id=reply.correlation_id
+        )
+        try:
+            # mandatory off: a direct reply-to answer bounces otherwise; a vanished queue just drops it
+            await channel.default_exchange.publish(
+                message, routing_key=reply.reply_to, mandatory=False, timeout=self._timeout
+            )
+        except Exception as exc:
+            return exc
+        return None
+
+    async def _reset(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), self._timeout)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued (within ``timeout``), then close."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._task
+        await self._reset()
 
 
 def _message(m: Outgoing, content_type: str, *, expiration: timedelta | None = None) -> aio_pika.Message:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -21,6 +23,7 @@ from .outbox import OutboxRelay
 from .registry import Registry
 from .scheduler import Scheduler
 from .sqlite_store import SqliteStore
+from .store import JobRecord, ScheduleRecord
 from .supervisor import Supervisor
 from .writeback import WritebackRelay
 
@@ -54,56 +57,78 @@ class Daemon:
         self.store = SqliteStore(settings.store_path)
         self.dmss: DmssClient | None = None
         self.writeback: WritebackRelay | None = None
+        self.registry: Registry | None = None
+        self.connection: amqp.Connection | None = None
+        self.replier: amqp.Replier | None = None
+        self._closers: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         self._stopping = asyncio.Event()
+        self._opened = False
         self._started = False
 
+    def _on_close(self, what: str, close: Callable[[], Awaitable[object]]) -> None:
+        """Remember how to undo one step of :meth:`start`; :meth:`stop` undoes them newest first."""
+        self._closers.append((what, close))
+
     async def start(self) -> None:
+        """Open everything and consume; a start cancelled half-way is undone by :meth:`stop`."""
         s = self.settings
+        self._opened = True
         await self.store.open()
-        self.registry = Registry.load(
+        self._on_close("store", self.store.close)
+        self.registry = registry = Registry.load(
             state_dir=s.state_dir,
             environ=self.environ,
             log=self.log,
             plugin_dirs=s.plugin_dirs,
             plugins=self.plugins,
         )
+        self._on_close("runners", registry.close)
         events = EventFactory(source=s.event_source, log_lines=s.event_log_lines)
         if s.dmss_url:
             verify: bool | str = str(s.dmss_ca_bundle) if s.dmss_ca_bundle else True
-            self.dmss = DmssClient(s.dmss_url, timeout=s.dmss_timeout_seconds, verify=verify)
-        self.jobs = Jobs(self.store, self.registry, events, s, self.environ, self.dmss)
+            self.dmss = dmss = DmssClient(s.dmss_url, timeout=s.dmss_timeout_seconds, verify=verify)
+            self._on_close("dmss", dmss.close)
+        self.jobs = Jobs(self.store, registry, events, s, self.environ, self.dmss)
         self.supervisor = Supervisor(
             self.jobs, log=self.log, poll_min=s.poll_min_seconds, poll_max=s.poll_max_seconds
         )
-        self.connection = await amqp.connect(self.amqp_url)
-        self.publisher = amqp.EventPublisher(self.connection)
+        self.connection = connection = await amqp.connect_when_up(self.amqp_url, log=self.log.warning)
+        self._on_close("broker connection", connection.close)
+        self.publisher = amqp.EventPublisher(connection)
         await self.publisher.start()
+        self._on_close("event channel", self.publisher.close)
         self.relay = OutboxRelay(self.store, self.publisher, log=self.log)
-        self.store.on_commit = self.relay.notify
         self.relay.start()
+        self._on_close("outbox relay", self.relay.close)
+        notify = [self.relay.notify]
         if self.dmss is not None:
-            self.writeback = WritebackRelay(
+            self.writeback = writeback = WritebackRelay(
                 self.store, self.dmss, self.jobs.result_data, log=self.log, retry_max=s.dmss_retry_max_seconds
             )
-            relay, writeback = self.relay, self.writeback
+            writeback.start()
+            self._on_close("write-back relay", writeback.close)
+            notify.append(writeback.notify)
 
-            def committed() -> None:
-                relay.notify()
-                writeback.notify()
+        def committed() -> None:
+            for wake in notify:
+                wake()
 
-            self.store.on_commit = committed
-            self.writeback.start()
+        self.store.on_commit = committed
+        self._on_close("job watchers", self.supervisor.close)
         resumed = await self.supervisor.resume()
         self._reconciler = asyncio.create_task(
-            self.supervisor.reconcile(self.registry.runners()), name="runner cleanup"
+            self.supervisor.reconcile(registry.runners()), name="runner cleanup"
         )
+        self._on_close("runner cleanup", lambda: _cancel(self._reconciler))
         self.command_publisher = amqp.EventPublisher(
-            self.connection, exchange=amqp.COMMANDS, content_type="application/json"
+            connection, exchange=amqp.COMMANDS, content_type="application/json"
         )
         await self.command_publisher.start()
-        self.command_hold = amqp.CommandHold(self.connection)
+        self._on_close("command channel", self.command_publisher.close)
+        self.command_hold = amqp.CommandHold(connection)
         await self.command_hold.start()
-        self.scheduler = Scheduler(
+        self._on_close("hold channel", self.command_hold.close)
+        self.scheduler = scheduler = Scheduler(
             self.store,
             self._publish_command,
             events,
@@ -113,14 +138,29 @@ class Daemon:
             lead=s.schedule_lead_seconds,
             burst=s.schedule_burst,
         )
-        schedules = await self.scheduler.start()
-        self.schedule_events = amqp.EventSubscription(self.connection, ["schedule.*.*"])
+        supervisor = self.supervisor
+
+        def inserted(record: JobRecord, schedule: ScheduleRecord | None) -> None:
+            if schedule is not None:
+                scheduler.reschedule(schedule.uid, schedule.next_fire)
+            else:
+                supervisor.launch(record)
+
+        self.store.on_insert = inserted
+        schedules = await scheduler.start()
+        self._on_close("scheduler", scheduler.close)
+        self.schedule_events = amqp.EventSubscription(connection, ["schedule.*.*"])
         await self.schedule_events.start()
+        self._on_close("schedule events", self.schedule_events.close)
         self._follower = asyncio.create_task(self._follow_schedules(), name="schedule follower")
+        self._on_close("schedule follower", lambda: _cancel(self._follower))
+        self.replier = replier = amqp.Replier(self.amqp_url, log=self.log.warning)
+        replier.start()
+        self._on_close("answers", replier.close)
         dispatcher = Dispatcher(
             self.jobs,
             self.supervisor,
-            self.scheduler,
+            scheduler,
             log=self.log,
             max_body_bytes=s.max_body_bytes,
             delivery_limit=s.delivery_limit,
@@ -130,12 +170,14 @@ class Daemon:
             self.log.warning("a command was not settled; the broker will redeliver it", error=str(exc))
 
         self.consumer = amqp.CommandConsumer(
-            self.connection,
+            connection,
             dispatcher,
+            answer=replier.send,
             prefetch=s.prefetch,
             delivery_limit=s.delivery_limit,
             on_error=unsettled,
         )
+        self._on_close("consumer", self.consumer.stop)
         await self.consumer.start()
         self._started = True
         self.log.info(
@@ -143,32 +185,26 @@ class Daemon:
             store=str(s.store_path),
             resumed=resumed,
             schedules=schedules,
-            runners=[e.type for e in self.registry.entries() if e.runner is not None],
+            runners=[e.type for e in registry.entries() if e.runner is not None],
         )
 
     async def stop(self) -> None:
-        """Stop consuming, finish the commands in hand, flush events; running jobs keep running."""
-        if not self._started:
+        """Stop consuming, finish the commands in hand, flush events; running jobs keep running.
+
+        Every step is bounded: with the broker away nothing can be flushed, and since everything in
+        flight is in the store, a prompt exit loses nothing (the next start picks it all up).
+        """
+        if not self._opened:
             return
-        self._started = False
-        self._follower.cancel()
-        self._reconciler.cancel()
-        await asyncio.gather(self._follower, self._reconciler, return_exceptions=True)
-        await self.schedule_events.close()
-        await self.scheduler.close()
-        await self.consumer.stop()
-        await self.supervisor.close()
-        await self.command_publisher.close()
-        await self.command_hold.close()
-        await self.relay.close()
-        if self.writeback is not None:
-            await self.writeback.close()
-        if self.dmss is not None:
-            await self.dmss.close()
-        await self.publisher.close()
-        await self.connection.close()
-        await self.registry.close()
-        await self.store.close()
+        self._opened = self._started = False
+        closers, self._closers = self._closers, []
+        for what, close in reversed(closers):
+            try:
+                await asyncio.wait_for(close(), self.settings.stop_step_seconds)
+            except TimeoutError:
+                self.log.warning("stopping: gave up waiting", step=what)
+            except Exception as exc:
+                self.log.warning("stopping: a step failed", step=what, error=str(exc))
         self.log.info("dm-jobd stopped")
 
     async def _follow_schedules(self) -> None:
@@ -194,14 +230,20 @@ class Daemon:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Run until SIGTERM or SIGINT."""
+        """Run until SIGTERM or SIGINT, which are honoured at any moment, waiting for the broker too."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        await self.start()
+        starting = asyncio.create_task(self.start(), name="start")
+        stopping = asyncio.create_task(self._stopping.wait(), name="stop request")
         try:
-            await self._stopping.wait()
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # a failed start raises here
+                await stopping
         finally:
+            await _cancel(starting)
+            await _cancel(stopping)
             await self.stop()
 
     async def __aenter__(self) -> Daemon:
@@ -210,3 +252,10 @@ class Daemon:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel a task and wait for it to be over."""
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task

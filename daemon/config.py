@@ -52,6 +52,9 @@ class Settings(BaseSettings):
         le=600,
         description="How early a burst of fires is handed to the broker (0: never)",
     )
+    stop_step_seconds: float = Field(
+        default=5.0, gt=0, description="Longest wait for each step of stopping (the broker may be away)"
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
 

@@ -130,13 +130,13 @@ class Dispatcher:
                 refused = await self.scheduler.admit(uid, scheduled, key)
                 if refused is not None:
                     return refused
+            # The launch (or the first fire) follows from the commit itself (the store's on_insert),
+            # so a handler cancelled after the commit, by a dropped connection say, loses nothing.
             answer, record, schedule = await jobs.accept(command, key=key, user_id=delivery.user_id)
             if schedule is not None:
                 self.log.info("schedule registered", uid=schedule.uid, cron=schedule.cron)
-                self.scheduler.reschedule(schedule.uid, schedule.next_fire)
             elif record is not None:
                 self.log.info("job accepted", uid=record.uid, runner_type=record.runner_type)
-                self.supervisor.launch(record)
             return answer
         if isinstance(command, ProgressCommand):
             record = await jobs.progress(command)

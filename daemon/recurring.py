@@ -54,6 +54,10 @@ def new_schedule(
         where = describe_validation_error(exc)
         raise BadCommand(f"a RecurringJob's applicationInput must be the job to repeat: {where}") from None
     first_after = max(now, start) if start is not None else now
+    try:
+        next_fire = spec.next_after(first_after)
+    except CronError as exc:  # e.g. '0 0 30 2 *': no fire exists after the start
+        raise BadCommand(f"schedule: {spec.expression!r} never fires: {exc}") from None
     record = ScheduleRecord(
         uid=uid,
         cron=spec.expression,
@@ -66,7 +70,7 @@ def new_schedule(
         end_date=end,
         state="active",
         last_fire=first_after,
-        next_fire=spec.next_after(first_after),
+        next_fire=next_fire,
         token=token,
     )
     if end is not None and record.next_fire is not None and record.next_fire > end:

@@ -106,7 +106,9 @@ _SCHEDULE_COLUMNS = (
     " runs, token"
 )
 
-_Op = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+#: A queued write: what it does, who waits for it, and what to call with its value once it is committed
+#: (run by the flusher, so it happens even when the waiter has been cancelled meanwhile).
+_Op = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", Callable[[Any], None] | None]
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -239,6 +241,7 @@ class SqliteStore:
         self.path = path
         #: Called after each commit: the outbox may hold new events (the relay's wake-up).
         self.on_commit: Callable[[], None] | None = None
+        self.on_insert: Callable[[JobRecord, ScheduleRecord | None], None] | None = None
         self._synchronous = synchronous
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -290,10 +293,16 @@ class SqliteStore:
             raise RuntimeError("the store is not open")
         return self._conn
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue ``fn`` for the next group commit and wait until it is durable."""
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T], *, committed: Callable[[T], None] | None = None
+    ) -> T:
+        """Queue ``fn`` for the next group commit and wait until it is durable.
+
+        ``committed`` is called with ``fn``'s value right after the commit, whether or not the caller
+        still waits: a caller cancelled mid-write cannot skip what must follow the write.
+        """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, future))
+        self._pending.append((fn, future, committed))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         return await future
@@ -301,17 +310,25 @@ class SqliteStore:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            fns = [fn for fn, _ in batch]
+            fns = [fn for fn, _, _ in batch]
             try:
                 outcomes = await self._call(functools.partial(self._run_batch, fns))
             except BaseException as exc:  # the commit itself failed: every write in it failed
-                for _, future in batch:
+                for _, future, _ in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            for (_, _, committed), (ok, value) in zip(batch, outcomes, strict=True):
+                if ok and committed is not None:
+                    try:
+                        committed(value)
+                    except Exception as exc:  # a follower's bug must not stop the group commit
+                        asyncio.get_running_loop().call_exception_handler(
+                            {"message": "a commit follower failed", "exception": exc}
+                        )
             if self.on_commit is not None:
                 self.on_commit()
-            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
                 if ok:
@@ -374,7 +391,11 @@ class SqliteStore:
             _write_writebacks(conn, writebacks)
             return None
 
-        return await self._write(op)
+        def committed(existing: bytes | None) -> None:
+            if existing is None and self.on_insert is not None:
+                self.on_insert(record, schedule)
+
+        return await self._write(op, committed=committed)
 
     async def remember(
         self, key: str, uid: str, answer: bytes, events: Sequence[PendingEvent]

@@ -137,6 +137,10 @@ class Change:
 class JobStore(Protocol):
     #: Called after each commit, so the outbox relay wakes without polling.
     on_commit: Callable[[], None] | None
+    #: Called after the commit that inserted a job (never for a duplicate), with the job and, for a
+    #: recurring job, its schedule. What follows an accepted job (its launch, its first fire) hangs on
+    #: the commit, not on the caller still waiting for it: a cancelled handler leaves nothing undone.
+    on_insert: Callable[[JobRecord, ScheduleRecord | None], None] | None
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
