@@ -97,22 +97,26 @@ def _run_daemon(settings: Settings) -> int:
     The broker is started and stopped on plain asyncio loops of their own: its launcher waits on
     child processes, which hangs under uvloop, while the daemon itself runs on uvloop when installed.
     """
+    import structlog
+
+    from .amqp import BrokerRefused
     from .app import Daemon
     from .localbroker import LocalBroker, ensure_installed
 
+    log = structlog.get_logger("dm-jobd")
     broker_dir: Path | None = None
     if settings.amqp_url is not None:
         url = settings.amqp_url.get_secret_value()
     else:
         ensure_installed()
         broker_dir = settings.state_dir / "broker"
-        print(f"dm-jobd: no DM_JOBD_AMQP_URL; starting a local RabbitMQ in {broker_dir}", file=sys.stderr)
+        log.info("no DM_JOBD_AMQP_URL; starting a local RabbitMQ", folder=str(broker_dir))
         broker = LocalBroker(broker_dir)
         asyncio.run(broker.start())
         url = broker.url
-        print(f"dm-jobd: local broker at {url}", file=sys.stderr)
+        log.info("local broker started", url=url)
     if settings.enable_shell:
-        print("dm-jobd: the shell runner is ON: jobs may run any script as this user", file=sys.stderr)
+        log.warning("the shell runner is ON: jobs may run any script as this user")
 
     async def serve() -> int:
         await Daemon(settings, url).run()
@@ -120,6 +124,12 @@ def _run_daemon(settings: Settings) -> int:
 
     try:
         return _event_loop_runner()(serve())
+    except BrokerRefused as exc:
+        log.error("cannot run", reason=str(exc))
+        return 2
+    except Exception:  # one JSON line with the traceback as a field, never a bare traceback
+        log.exception("the daemon failed")
+        return 1
     finally:
         if broker_dir is not None:
             asyncio.run(LocalBroker(broker_dir).stop())

@@ -37,7 +37,7 @@ from .recurring import RECURRING_HANDLER, schedule_view
 from .scheduler import Scheduler
 from .supervisor import Supervisor
 
-__all__ = ["Dispatcher", "start_key"]
+__all__ = ["MAX_DEPTH", "Dispatcher", "parse_body", "start_key"]
 
 
 def _error_answer(exc: JobdError, uid: str | None = None) -> bytes:
@@ -45,6 +45,59 @@ def _error_answer(exc: JobdError, uid: str | None = None) -> bytes:
         ok=False, uid=uid, message=exc.message, error=ErrorInfo(code=exc.code, message=exc.message)
     )
     return answer.model_dump_json(by_alias=True).encode()
+
+
+#: JSON nested deeper than this is refused: no job entity needs it, and deep nesting costs recursion.
+MAX_DEPTH = 64
+
+
+def parse_body(body: bytes) -> Any:
+    """A command body as JSON, or ``bad_json``/``invalid`` for anything wrong with the content itself.
+
+    Beyond what ``json.loads`` refuses: nesting past :data:`MAX_DEPTH`, integers past Python's digit
+    limit, and strings holding a lone surrogate (``"\\ud800"``: valid JSON, not Unicode, and no store
+    or answer could hold it). All are the message's own fault, answered at its first delivery.
+    """
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadCommand(f"the body is not JSON: {exc}", code=ErrorCode.BAD_JSON) from None
+    except RecursionError:
+        raise BadCommand(f"the body nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise BadCommand(f"the body is not usable JSON: {exc}", code=ErrorCode.BAD_JSON) from None
+    _check_content(payload)
+    return payload
+
+
+def _check_content(payload: Any) -> None:
+    """Refuse nesting past :data:`MAX_DEPTH` and strings that are not valid Unicode; no recursion."""
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise BadCommand(f"the body nests deeper than {MAX_DEPTH} levels")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    _check_text(key)
+                    stack.append((item, depth + 1))
+            else:
+                stack.extend((item, depth + 1) for item in value)
+
+
+def _check_text(text: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadCommand(
+            "the body holds a string with a lone surrogate (such as \\ud800): not valid Unicode",
+            code=ErrorCode.BAD_JSON,
+        ) from None
 
 
 def start_key(message_id: str) -> str:
@@ -77,6 +130,8 @@ class Dispatcher:
             try:
                 command = self._parse(kind, delivery)
                 uid = getattr(command, "uid", None)
+                if uid is not None:
+                    structlog.contextvars.bind_contextvars(uid=uid)
                 answer = await self._run(kind, command, delivery)
                 return "ack", answer
             except JobdError as exc:
@@ -105,16 +160,15 @@ class Dispatcher:
         if model is None:
             known = ", ".join(COMMAND_MODELS)
             raise BadCommand(f"unknown command {kind!r} (known: {known})", code=ErrorCode.UNKNOWN_COMMAND)
-        try:
-            payload: Any = json.loads(delivery.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadCommand(f"the body is not JSON: {exc}", code=ErrorCode.BAD_JSON) from None
+        payload = parse_body(delivery.body)
         if not isinstance(payload, dict):
             raise BadCommand(f"the body must be a JSON object, not {type(payload).__name__}")
         try:
             return model.model_validate(payload)
         except ValidationError as exc:
             raise BadCommand(f"{kind}: {describe_validation_error(exc)}") from None
+        except (ValueError, TypeError, RecursionError) as exc:  # a validator's own failure: still the input's
+            raise BadCommand(f"{kind}: {exc}") from None
 
     async def _run(self, kind: str, command: Command, delivery: Delivery) -> bytes:
         jobs = self.jobs

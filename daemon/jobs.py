@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .boundary import GuardedRunner
 from .config import Settings
 from .contracts import (
     Answer,
@@ -32,7 +33,7 @@ from .contracts import (
     NotFinished,
     ProgressCommand,
     ResultAnswer,
-    Runner,
+    RunnerError,
     RunnerStatus,
     StartCommand,
     UnknownJob,
@@ -116,7 +117,7 @@ class Jobs:
 
     # -- helpers the supervisor uses -------------------------------------------------------------
 
-    def runner_for(self, record: JobRecord) -> Runner:
+    def runner_for(self, record: JobRecord) -> GuardedRunner:
         return self.registry.get(record.runner_type)
 
     def spec(self, record: JobRecord) -> JobSpec:
@@ -240,7 +241,10 @@ class Jobs:
         record = await self.get(uid)
         if record.status is not JobStatus.COMPLETED:
             raise NotFinished(f"job {uid} is {record.status.value}; a result exists once it has completed")
-        return await self.runner_for(record).result(self.spec(record), record.handle or {})
+        try:
+            return await self.runner_for(record).result(self.spec(record), record.handle or {})
+        except RunnerError as exc:
+            raise RunnerError(f"the runner could not fetch the result of job {uid}: {exc.message}") from exc
 
     async def result(self, uid: str) -> ResultAnswer:
         outcome = await self.result_data(uid)

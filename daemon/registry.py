@@ -1,5 +1,6 @@
 """Finding runners: the ``dm_jobd.runners`` entry-point group, then dm-job style handler folders.
 
+Every runner is kept behind the error boundary (:class:`~daemon.boundary.GuardedRunner`).
 A plugin that is switched off or fails to load still claims its types, so a job for it is refused with
 the reason ("the shell runner is off: set DM_JOBD_ENABLE_SHELL=1") instead of "unknown runner".
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from .boundary import GuardedRunner
 from .contracts import (
     Log,
     Runner,
@@ -31,7 +33,7 @@ ENTRY_POINT_GROUP = "dm_jobd.runners"
 class Entry:
     type: str
     origin: str
-    runner: Runner | None
+    runner: GuardedRunner | None
     #: Why the runner cannot be used, when it cannot.
     disabled: str | None = None
 
@@ -51,6 +53,7 @@ class Registry:
         disabled: str | None = None,
         log: Log | None = None,
     ) -> None:
+        guarded = runner if runner is None or isinstance(runner, GuardedRunner) else GuardedRunner(runner)
         for type_ in types:
             previous = self._entries.get(type_)
             if previous is not None and log is not None:
@@ -60,9 +63,9 @@ class Registry:
                     previous=previous.origin,
                     origin=origin,
                 )
-            self._entries[type_] = Entry(type_, origin, runner, disabled)
+            self._entries[type_] = Entry(type_, origin, guarded, disabled)
 
-    def get(self, runner_type: str) -> Runner:
+    def get(self, runner_type: str) -> GuardedRunner:
         entry = self._entries.get(runner_type)
         if entry is None:
             known = ", ".join(sorted(self._entries)) or "none"
@@ -74,7 +77,7 @@ class Registry:
     def entries(self) -> list[Entry]:
         return sorted(self._entries.values(), key=lambda e: e.type)
 
-    def runners(self) -> list[Runner]:
+    def runners(self) -> list[GuardedRunner]:
         """Every usable runner once (a plugin serving several types appears once)."""
         return list({id(e.runner): e.runner for e in self._entries.values() if e.runner is not None}.values())
 

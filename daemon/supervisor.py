@@ -11,18 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from .boundary import GuardedRunner
 from .contracts import (
     Handle,
+    JobdError,
     JobSpec,
     JobStatus,
     Log,
-    ReconcilingRunner,
-    Runner,
     RunnerError,
     RunnerStatus,
-    WatchingRunner,
 )
 from .jobs import Jobs
 from .store import JobRecord
@@ -66,7 +66,7 @@ class Supervisor:
             self.launch(record)
         return len(records)
 
-    async def reconcile(self, runners: list[Runner]) -> None:
+    async def reconcile(self, runners: Sequence[GuardedRunner]) -> None:
         """Let runners that leave things behind clean up after jobs the store no longer runs."""
 
         async def is_active(uid: str) -> bool:
@@ -74,32 +74,43 @@ class Supervisor:
             return record is not None and not record.status.is_terminal
 
         for runner in runners:
-            if isinstance(runner, ReconcilingRunner):
+            if runner.reconciles:
                 try:
                     await runner.reconcile(is_active)
-                except Exception as exc:  # cleanup is best effort; the daemon runs without it
-                    self.log.warning("runner cleanup failed", runner=type(runner).__name__, error=str(exc))
+                except RunnerError as exc:  # cleanup is best effort; the daemon runs without it
+                    name = type(runner.inner).__name__
+                    self.log.warning("runner cleanup failed", runner=name, error=exc.message)
 
     async def _run(self, record: JobRecord, launched: asyncio.Event) -> None:
-        log = self.log
+        try:
+            await self._start_and_watch(record, launched)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug of ours must not take the daemon down; the job is flagged
+            self.log.error("watching the job crashed", uid=record.uid, error=repr(exc))
+            with contextlib.suppress(Exception):
+                await self.jobs.change(
+                    record.uid, status=JobStatus.UNKNOWN, message=f"watching failed: {exc}"
+                )
+        finally:
+            launched.set()
+
+    async def _start_and_watch(self, record: JobRecord, launched: asyncio.Event) -> None:
         try:
             runner = self.jobs.runner_for(record)
-        except Exception as exc:
+        except JobdError as exc:
             launched.set()
-            await self.jobs.change(
-                record.uid, status=JobStatus.FAILED, message=str(getattr(exc, "message", exc))
-            )
+            await self.jobs.change(record.uid, status=JobStatus.FAILED, message=exc.message)
             return
         spec = self.jobs.spec(record)
         handle = record.handle
         if handle is None:
             try:
                 started = await runner.start(spec)
-            except Exception as exc:
-                log.warning("runner could not start the job", uid=record.uid, error=str(exc))
-                await self.jobs.change(
-                    record.uid, status=JobStatus.FAILED, message=f"the runner could not start the job: {exc}"
-                )
+            except RunnerError as exc:
+                self.log.warning("runner could not start the job", uid=record.uid, error=exc.message)
+                message = f"the runner could not start the job: {exc.message}"
+                await self.jobs.change(record.uid, status=JobStatus.FAILED, message=message)
                 return
             finally:
                 launched.set()
@@ -108,18 +119,12 @@ class Supervisor:
             if updated is None or updated.status.is_terminal:
                 return
             record = updated
-        try:
-            await self._watch(runner, spec, handle, record)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug in a runner must not take the daemon down
-            log.error("watching the job failed", uid=record.uid, error=repr(exc))
-            await self.jobs.change(record.uid, status=JobStatus.UNKNOWN, message=f"watching failed: {exc}")
+        await self._watch(runner, spec, handle, record)
 
-    async def _watch(self, runner: Runner, spec: JobSpec, handle: Handle, record: JobRecord) -> None:
+    async def _watch(self, runner: GuardedRunner, spec: JobSpec, handle: Handle, record: JobRecord) -> None:
         kick = asyncio.Event()
         pusher: asyncio.Task[None] | None = None
-        if isinstance(runner, WatchingRunner):
+        if runner.watches:
             pusher = asyncio.create_task(self._follow(runner, spec, handle, kick))
         delay = self.poll_min
         failures = 0
@@ -131,14 +136,16 @@ class Supervisor:
                 try:
                     seen = await runner.poll(spec, handle)
                     failures = 0
-                except Exception as exc:
+                except RunnerError as exc:
                     failures += 1
                     self.log.warning(
-                        "polling the runner failed", uid=spec.uid, error=str(exc), failures=failures
+                        "polling the runner failed", uid=spec.uid, error=exc.message, failures=failures
                     )
                     seen = None
                     if failures == 5:
-                        seen = RunnerStatus(JobStatus.UNKNOWN, message=f"the runner cannot tell: {exc}")
+                        seen = RunnerStatus(
+                            JobStatus.UNKNOWN, message=f"the runner cannot tell: {exc.message}"
+                        )
                 if seen is not None:
                     updated = await self.jobs.observe(spec.uid, seen)
                     if updated is None or updated.status.is_terminal:
@@ -165,14 +172,14 @@ class Supervisor:
                     await pusher
 
     async def _follow(
-        self, runner: WatchingRunner, spec: JobSpec, handle: Handle, kick: asyncio.Event
+        self, runner: GuardedRunner, spec: JobSpec, handle: Handle, kick: asyncio.Event
     ) -> None:
         """Turn a runner's pushed changes into immediate polls; polling goes on if the stream drops."""
         try:
             async for _ in runner.watch(spec, handle):
                 kick.set()
-        except Exception as exc:
-            self.log.info("runner's push stream ended; polling", uid=spec.uid, error=str(exc))
+        except RunnerError as exc:
+            self.log.info("runner's push stream ended; polling", uid=spec.uid, error=exc.message)
 
     def _remaining(self, record: JobRecord) -> float:
         assert record.time_limit is not None
@@ -182,11 +189,11 @@ class Supervisor:
     def _over_limit(self, record: JobRecord) -> bool:
         return self._remaining(record) <= 0
 
-    async def _expire(self, runner: Runner, spec: JobSpec, handle: Handle, record: JobRecord) -> None:
+    async def _expire(self, runner: GuardedRunner, spec: JobSpec, handle: Handle, record: JobRecord) -> None:
         try:
             await runner.stop(spec, handle)
-        except Exception as exc:
-            self.log.warning("stopping a job past its time limit failed", uid=spec.uid, error=str(exc))
+        except RunnerError as exc:
+            self.log.warning("stopping a job past its time limit failed", uid=spec.uid, error=exc.message)
         await self.jobs.change(
             spec.uid,
             status=JobStatus.FAILED,
@@ -212,9 +219,9 @@ class Supervisor:
         if record.handle is not None:
             try:
                 await self.jobs.runner_for(record).stop(self.jobs.spec(record), record.handle)
-            except Exception as exc:
+            except JobdError as exc:
                 self.launch(record)  # still running as far as we know: keep watching it
-                raise RunnerError(f"the runner could not stop job {uid}: {exc}") from exc
+                raise RunnerError(f"the runner could not stop job {uid}: {exc.message}") from exc
         updated = await self.jobs.change(uid, status=JobStatus.REMOVED, message="stopped on request")
         return (updated or record), True
 

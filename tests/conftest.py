@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
 import uuid
@@ -91,12 +92,18 @@ def no_stray_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 def log_lines() -> Iterator[io.StringIO]:
     """The daemon's real logging set-up (JSON lines), written into a buffer: tests look for secrets in it."""
     buffer = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.level, root.handlers[:])
     configure_logging(fmt="json", level="debug")
     structlog.configure(
         logger_factory=structlog.PrintLoggerFactory(file=buffer), cache_logger_on_first_use=False
     )
+    root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
+    root.setLevel(logging.WARNING)  # the libraries' warnings and errors, not their debug chatter
     yield buffer
     structlog.reset_defaults()
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from .process import (
     tail,
     terminate,
 )
-from .rabbitmq import DIAGNOSTICS, LocalBrokerError, ensure_installed
+from .rabbitmq import CTL, DIAGNOSTICS, LocalBrokerError, ensure_installed
 from .state import StateFile
 
 __all__ = ["LocalBroker"]
@@ -86,6 +86,21 @@ class LocalBroker:
         """Stop and start again on the same ports and data, so clients can reconnect to the same URL."""
         await self.stop()
         await self._start(time.monotonic() + 60, keep_ports=True)
+
+    async def ctl(self, *args: str) -> str:
+        """Run ``rabbitmqctl`` against this node (``close_all_connections``, ``list_queues``...); its output.
+
+        The broker's own tool, for drills and tests that fault the broker the way an operator would.
+        """
+        code, out = await self._run(str(CTL), *args)
+        if code != 0:
+            raise LocalBrokerError(f"rabbitmqctl {' '.join(args)} failed ({code}): {out.strip()[-500:]}")
+        return out
+
+    @property
+    def pid(self) -> int | None:
+        """The node's OS process id while it runs (a drill may ``kill -9`` it)."""
+        return self._running_pid()
 
     async def __aenter__(self) -> Self:
         await self.start()

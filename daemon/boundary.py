@@ -1,0 +1,93 @@
+"""The error boundary around every runner: whatever a plugin raises comes out as ``RunnerError``.
+
+Plugins raise what their libraries raise (``ValueError``, ``OSError``, ``EngineError``, ``AzureError``,
+``httpx`` errors). Translated once, here, the supervisor and the dispatcher deal with one type: a
+``job.result`` whose runner fails is answered ``runner_error`` at its first delivery instead of being
+retried as a crash of ours. The contract's own errors (``JobdError``) and cancellation pass unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from .contracts import (
+    Handle,
+    JobdError,
+    JobResult,
+    JobSpec,
+    ReconcilingRunner,
+    Runner,
+    RunnerError,
+    RunnerStatus,
+    Started,
+    WatchingRunner,
+)
+
+__all__ = ["GuardedRunner"]
+
+T = TypeVar("T")
+
+
+def _translate(exc: Exception) -> RunnerError:
+    """The plugin's own words, or its exception's name when it has none; callers say what failed."""
+    return RunnerError(str(exc) or type(exc).__name__)
+
+
+async def _guard(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except JobdError:
+        raise
+    except Exception as exc:
+        raise _translate(exc) from exc
+
+
+class GuardedRunner:
+    """A :class:`Runner` behind the boundary; ``watches``/``reconciles`` tell its optional abilities."""
+
+    def __init__(self, inner: Runner) -> None:
+        self.inner = inner
+
+    @property
+    def watches(self) -> bool:
+        return isinstance(self.inner, WatchingRunner)
+
+    @property
+    def reconciles(self) -> bool:
+        return isinstance(self.inner, ReconcilingRunner)
+
+    async def start(self, job: JobSpec) -> Started:
+        return await _guard(self.inner.start(job))
+
+    async def poll(self, job: JobSpec, handle: Handle) -> RunnerStatus:
+        return await _guard(self.inner.poll(job, handle))
+
+    async def result(self, job: JobSpec, handle: Handle) -> JobResult:
+        return await _guard(self.inner.result(job, handle))
+
+    async def stop(self, job: JobSpec, handle: Handle) -> None:
+        await _guard(self.inner.stop(job, handle))
+
+    async def close(self) -> None:
+        await _guard(self.inner.close())
+
+    async def watch(self, job: JobSpec, handle: Handle) -> AsyncIterator[RunnerStatus]:
+        """The inner runner's pushed changes (nothing when it cannot push)."""
+        if not isinstance(self.inner, WatchingRunner):
+            return
+        stream = self.inner.watch(job, handle)
+        while True:
+            try:
+                seen = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except JobdError:
+                raise
+            except Exception as exc:
+                raise _translate(exc) from exc
+            yield seen
+
+    async def reconcile(self, is_active: Callable[[str], Awaitable[bool]]) -> None:
+        if isinstance(self.inner, ReconcilingRunner):
+            await _guard(self.inner.reconcile(is_active))
