@@ -95,7 +95,10 @@ def parse_duration(value: str | int | float) -> timedelta:
         if negative and seconds:
             raise CronError(f"duration {value!r} is negative")
     else:
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise CronError(f"duration {value!r:.40} is too long") from None
     if not math.isfinite(seconds):
         raise CronError(f"duration {value!r} is not finite")
     if seconds < 0:
