@@ -1,11 +1,12 @@
 """Writing job state back to DMSS: what to write, and the relay that drains the durable queue.
 
-As dm-job did, every change of a job started by address is written to its entity (``status``,
-``started``, ``ended``, ``log``) as a partial update, without the daemon's own fields; a completed job
-with an ``outputTarget`` has its result stored there. The writes are queued in the store in the same
-transaction as the change (like events in the outbox), coalesced to the newest per job, and drained
-here with per-row backoff: a DMSS outage delays them, never blocks or loses the job's state or events.
-A write DMSS refuses for good (401, 404, validation) is logged and dropped: retrying cannot fix it.
+As dm-job did, every change of a job started by address is written to its entity (``type``, ``uid``,
+``status``, ``started``, ``ended``, ``triggeredBy``) as a partial update, without the daemon's own
+fields; a completed job with an ``outputTarget`` has its result stored there. The writes are queued in
+the store in the same transaction as the change (like events in the outbox), coalesced to the newest
+per job, and drained here with per-row backoff: a DMSS outage delays them, never blocks or loses the
+job's state or events. A write DMSS refuses for good (401, 404, validation) is logged and dropped:
+retrying cannot fix it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = ["ENTITY", "RESULT", "WritebackRelay", "entity_update", "result_docume
 ENTITY = "entity"
 RESULT = "result"
 BLOB = "dmss://system/SIMOS/Blob"
+JOB = "dmss://WorkflowDS/Blueprints/Job"
 
 #: How the relay gets a completed job's result (the runner's answer, as ``job.result`` gives it).
 ResultOf = Callable[[str], Awaitable[JobResult]]
@@ -37,8 +39,20 @@ def _stamp(value: datetime) -> str:
 
 
 def entity_update(record: JobRecord) -> dict[str, Any]:
-    """The attributes of the job entity the daemon owns, as dm-job wrote them; nothing internal."""
-    body: dict[str, Any] = {"status": record.status.value, "log": list(record.logs)}
+    """The attributes of the job entity the daemon owns, under dm-job's names; nothing internal.
+
+    DMSS's update use case reads the ``type`` of every object it is sent (without it: a KeyError,
+    answered 500), and stores only attributes of the entity's blueprint, so the body carries the
+    entity's ``type`` and the Job blueprint's ``uid``, ``status``, ``started``, ``ended`` and
+    ``triggeredBy``, as dm-job wrote them. Log lines are not in the blueprint: events carry them.
+    """
+    body: dict[str, Any] = {
+        "type": record.entity.get("type") or JOB,
+        "uid": record.uid,
+        "status": record.status.value,
+    }
+    if record.triggered_by:
+        body["triggeredBy"] = record.triggered_by
     if record.started is not None:
         body["started"] = _stamp(record.started)
     if record.ended is not None:
@@ -178,7 +192,6 @@ class WritebackRelay:
                 "name": f"result-{row.uid}",
                 "_blob_id": row.uid,
                 "size": len(content),
-                "mediaType": result.media_type,
             }
         stored = await self.dmss.add(row.address, row.token, document)
         self.log.info("job result stored in DMSS", uid=row.uid, target=row.address, stored=stored)

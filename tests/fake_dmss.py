@@ -6,10 +6,20 @@ Documents under ``/api/documents/{address}``: GET (``depth``), PUT (form field `
 Auth: ``Access-Key`` wins over ``Authorization: Bearer``; 401 answers ``{"detail"}``. Errors:
 ``{"status", "type", "message", "debug", "data"}``; 422 for request validation.
 
-Addresses: ``[dmss://]DS/$id[.attr|[i]]...``; every object with an ``_id`` anywhere is addressable by
-it (so a run appended to ``schedule.runs`` is ``DS/$<its id>``). GET resolves the addressed reference at
-depth >= 1 and nested references only at depth >= 2 (one level per extra depth); reference addresses
-must be absolute here. ``outage = True`` answers 503 to everything, as an overloaded DMSS would.
+Addresses: ``[dmss://]DS/$id[.attr|[i]]...``; only stored (root) documents have ``$id`` addresses, as in
+DMSS: an item appended to a list is answered with its path (``dmss://DS/$root.schedule.runs[0]``). GET
+resolves the addressed reference at depth >= 1 and nested references only at depth >= 2 (one level per
+extra depth); reference addresses must be absolute here. ``outage = True`` answers 503 to everything.
+
+What DMSS refuses, this refuses, answered as DMSS answers (from DMSS's update and add use cases):
+
+- a PUT whose ``data`` object has no ``type``, partial or not: DMSS reads ``data["type"]`` and the
+  KeyError is answered 500 with the generic ApplicationException body (``data: {}``);
+- a PUT to a document or attribute that does not exist: 400 ValidationException;
+- a POST of a document with no ``type``, or with attributes its blueprint does not have (for the
+  blueprints listed in :data:`BLUEPRINTS`): 400 ValidationException;
+- attributes that are not in the blueprint are not stored by a partial update (DMSS saves blueprint
+  attributes only).
 """
 
 from __future__ import annotations
@@ -24,7 +34,43 @@ from typing import Any
 from aiohttp import web
 
 REFERENCE = "dmss://system/SIMOS/Reference"
+_ENTITY = ("type", "_id", "_meta_")
+_JOB = (
+    *_ENTITY,
+    "uid",
+    "name",
+    "description",
+    "label",
+    "triggeredBy",
+    "status",
+    "applicationInput",
+    "started",
+    "ended",
+    "outputTarget",
+    "result",
+    "runner",
+    "referenceTarget",
+)
+#: The attributes of the blueprints the tests write (dm-job's WorkflowDS blueprints, SIMOS's Blob).
+BLUEPRINTS: dict[str, tuple[str, ...]] = {
+    "dmss://WorkflowDS/Blueprints/Job": _JOB,
+    "dmss://WorkflowDS/Blueprints/RecurringJob": (*_JOB, "schedule"),
+    "dmss://WorkflowDS/Blueprints/CronJob": (*_ENTITY, "cron", "startDate", "endDate", "runs"),
+    "dmss://system/SIMOS/Blob": (*_ENTITY, "name", "description", "label", "_blob_id", "size"),
+}
+#: DMSS's answer to an exception it did not expect (a KeyError, say).
+UNHANDLED = {
+    "status": 500,
+    "type": "ApplicationException",
+    "message": "The requested operation failed",
+    "debug": "An unknown and unhandled exception occurred in the API",
+    "data": {},
+}
 _STEP = re.compile(r"\.([A-Za-z_]\w*)|\[(\d+)\]")
+
+
+class _Unhandled(Exception):
+    """What DMSS would raise without meaning to (a KeyError in a use case): answered as a bare 500."""
 
 
 class DmssProblem(Exception):
@@ -102,6 +148,8 @@ class FakeDmss:
             if request.path != "/api/healthcheck":
                 self._authorize(request)
             response: web.StreamResponse = await handler(request)
+        except _Unhandled:
+            response = web.json_response(UNHANDLED, status=500)
         except DmssProblem as exc:
             if exc.status == 401:
                 response = web.json_response({"detail": exc.message}, status=401)
@@ -149,21 +197,6 @@ class FakeDmss:
             pos = step.end()
         return data_source, match.group(1), steps
 
-    def _find(self, node: Any, doc_id: str) -> Any:
-        if isinstance(node, dict):
-            if node.get("_id") == doc_id:
-                return node
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            return None
-        for child in children:
-            found = self._find(child, doc_id)
-            if found is not None:
-                return found
-        return None
-
     def _locate(self, address: str) -> tuple[Any, str | int | None, Any]:
         """(container, key, node) for ``address``; the node is None for a missing last attribute."""
         data_source, doc_id, steps = self._split(address)
@@ -171,7 +204,7 @@ class FakeDmss:
             raise DmssProblem(404, "NotFoundException", f"data source '{data_source}' was not found")
         if doc_id is None:
             return self.data[data_source], None, self.data[data_source]
-        node = self._find(list(self.data[data_source].values()), doc_id)
+        node = self.data[data_source].get(doc_id)
         if node is None:
             raise DmssProblem(404, "NotFoundException", f"document '${doc_id}' was not found")
         container: Any = None
@@ -224,11 +257,25 @@ class FakeDmss:
             return web.json_response(self._expand(copy.deepcopy(node), int(depth) - 1))
         if request.method == "PUT":
             data = await self._form_json(request, "data")
-            container, key, node = self._locate(address)
-            if request.query.get("partial_update") == "true":
+            try:
+                container, key, node = self._locate(address)
+            except DmssProblem as exc:
+                if exc.status != 404:
+                    raise
+                node = None
+            if node is None:
+                raise DmssProblem(
+                    400,
+                    "ValidationException",
+                    f"Can not update document with address '{address}', since that document does not exist",
+                )
+            if isinstance(data, dict) and "type" not in data:
+                raise _Unhandled("KeyError: 'type'")  # DMSS's update use case reads data["type"]
+            if request.query.get("partial_update", "").lower() in ("true", "1", "yes", "on"):
                 if not isinstance(node, dict) or not isinstance(data, dict):
                     raise DmssProblem(400, "ValidationException", "a partial update needs an object")
-                node.update(data)
+                known = BLUEPRINTS.get(str(data["type"]))
+                node.update({k: v for k, v in data.items() if known is None or k in known})
                 if "status" in data and "_id" in node:
                     self.statuses.setdefault(str(node["_id"]), []).append(str(data["status"]))
             elif container is None or key is None:
@@ -240,17 +287,27 @@ class FakeDmss:
         if request.method == "POST":
             document = await self._form_json(request, "document")
             if not isinstance(document, dict) or not isinstance(document.get("type"), str):
-                raise DmssProblem(400, "ValidationException", "the document must be an object with a type")
+                raise DmssProblem(400, "ValidationException", "Every entity must have a 'type' attribute")
+            known = BLUEPRINTS.get(document["type"])
+            unknown = sorted(set(document) - set(known)) if known is not None else []
+            if unknown:
+                raise DmssProblem(
+                    400,
+                    "ValidationException",
+                    f"Attributes '{unknown}' are not specified in the blueprint '{document['type']}'",
+                )
             container, key, node = self._locate(address)
             doc_id = document.setdefault("_id", uuid.uuid4().hex)
             data_source = address.removeprefix("dmss://").split("/", 1)[0]
-            if isinstance(node, list):
+            where = address if address.startswith("dmss://") else f"dmss://{address}"
+            if isinstance(node, list):  # DMSS answers an appended item with its path, not an id
                 node.append(document)
-            elif key is None:  # the data source itself: a new root document
+                return web.json_response({"uid": f"{where}[{len(node) - 1}]"})
+            if key is None:  # the data source itself: a new root document
                 self.data[data_source][doc_id] = document
-            else:
-                container[key] = document
-            return web.json_response({"uid": f"dmss://{data_source}/${doc_id}"})
+                return web.json_response({"uid": doc_id})
+            container[key] = document
+            return web.json_response({"uid": where})
         if request.method == "DELETE":
             container, key, _node = self._locate(address)
             if container is None or key is None:

@@ -65,9 +65,10 @@ async def test_a_reverse_job_started_by_address_completes_and_stores_its_result(
         await events_until(events, ended(uid))
     assert (await dmss_client.result(uid)).result == "ThisIsBackwards"
     entity = await entity_where(fake_dmss, address, "completed")
-    assert entity["started"] and entity["ended"] and isinstance(entity["log"], list)
+    assert entity["started"] and entity["ended"] and entity["uid"] == uid, "as dm-job wrote them"
     assert entity["runner"] == {"type": REVERSE}, "the entity keeps what the daemon does not own"
-    assert not {"uid", "token", "handle", "percentage", "message"} & set(entity), "no internal fields"
+    assert not {"log", "token", "handle", "percentage", "message"} & set(entity), "no internal fields"
+    assert all(s.status < 400 for s in fake_dmss.seen), "DMSS refused nothing"
 
     async def stored() -> list[Any] | None:
         content: list[Any] = fake_dmss.read(f"{results}.content")
@@ -92,8 +93,10 @@ async def test_the_entity_shows_each_status_of_a_job_started_by_address(
     assert running["started"] and "ended" not in running
     gate.touch()
     done = await entity_where(fake_dmss, address, "completed")
-    assert done["ended"] and done["log"] == [address, "done"], "the job knew its address"
-    assert (await dmss_client.status(str(answer.uid))).status is JobStatus.COMPLETED
+    assert done["ended"] and done["uid"] == str(answer.uid)
+    status = await dmss_client.status(str(answer.uid))
+    assert status.status is JobStatus.COMPLETED and status.job is not None
+    assert status.job.logs == [address, "done"], "the job knew its address"
     history = fake_dmss.statuses[address.rsplit("$", 1)[1]]
     assert history[-1] == "completed" and "running" in history
     order = ["starting", "running", "completed"]
@@ -145,7 +148,7 @@ async def test_a_dmss_outage_delays_the_write_back_and_loses_nothing(
     fake_dmss.outage = False
     async with Daemon(dmss_settings, vhost_url):
         entity = await entity_where(fake_dmss, address, "completed")
-    assert entity["log"] == ["finished"] and entity["ended"]
+    assert entity["uid"] == uid and entity["ended"]
 
 
 async def test_a_recurring_job_by_address_records_its_first_run_under_schedule_runs(
@@ -175,9 +178,11 @@ async def test_a_recurring_job_by_address_records_its_first_run_under_schedule_r
 
     run = await poll_until(first_run, what="the first run, under schedule.runs, to complete")
     assert run["type"] == JOB and run["started"] and run["ended"]
+    assert run["triggeredBy"] == f"Schedule ({uid})", "as dm-job wrote it"
     shown = await dmss_client.schedule("show", uid)
     assert shown.schedule is not None
     first = shown.schedule.runs[0].uid
+    assert run["uid"] == first, "dm-job's own test reads runs[0]['uid']"
     status = await dmss_client.status(first)
     assert status.job is not None and status.job.triggered_by == f"Schedule ({uid})"
     assert (await dmss_client.result(first)).result == "ThisIsBackwards"
