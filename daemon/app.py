@@ -103,7 +103,13 @@ class Daemon:
         notify = [self.relay.notify]
         if self.dmss is not None:
             self.writeback = writeback = WritebackRelay(
-                self.store, self.dmss, self.jobs.result_data, log=self.log, retry_max=s.dmss_retry_max_seconds
+                self.store,
+                self.dmss,
+                self.jobs.result_data,
+                log=self.log,
+                retry_max=s.dmss_retry_max_seconds,
+                retry_limit=s.dmss_retry_limit,
+                note=self._note_writeback,
             )
             writeback.start()
             self._on_close("write-back relay", writeback.close)
@@ -206,6 +212,9 @@ class Daemon:
             except Exception as exc:
                 self.log.warning("stopping: a step failed", step=what, error=str(exc))
         self.log.info("dm-jobd stopped")
+
+    async def _note_writeback(self, uid: str, why: str) -> None:
+        await self.jobs.change(uid, writeback=why)
 
     async def _follow_schedules(self) -> None:
         async for _key, body in self.schedule_events:

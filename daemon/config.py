@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     dmss_retry_max_seconds: float = Field(
         default=60.0, gt=0, description="Longest wait between retries of a write-back to DMSS"
     )
+    dmss_retry_limit: int = Field(
+        default=10,
+        gt=0,
+        description="Attempts of a write-back that DMSS answers 500 before it is given up (an outage, "
+        "502/503/504/429 or no answer, is waited out without limit)",
+    )
     envs_to_export: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         validation_alias=AliasChoices("DM_JOBD_ENVS_TO_EXPORT", "SCHEDULER_ENVS_TO_EXPORT"),

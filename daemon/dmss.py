@@ -154,7 +154,7 @@ class DmssClient:
             text = text.replace(token, "***")
         detail = f"DMSS could not {what}: {status} {kind}".rstrip() + (f": {text}" if text else "")
         if status >= 500 or status == 429:
-            return DmssUnavailable(detail)
+            return DmssUnavailable(detail, status=status)
         if status in (401, 403) or kind == "MissingPrivilegeException":
             return DmssError(detail, code=ErrorCode.DMSS_UNAUTHORIZED, status=status)
         if status == 404 or kind == "NotFoundException":

@@ -46,6 +46,7 @@ class EventFactory:
                 logs=record.logs[-self.log_lines :] if self.log_lines else [],
                 triggered_by=record.triggered_by,
                 schedule=record.schedule,
+                writeback=record.writeback,
             ),
         )
         return PendingEvent(key, event_id, event.model_dump_json(by_alias=True).encode())

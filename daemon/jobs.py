@@ -285,14 +285,21 @@ class Jobs:
         append_logs: Sequence[str] = (),
         percentage: float | None = None,
         handle: Handle | None = None,
+        writeback: str | None = None,
     ) -> JobRecord | None:
+        """Record a change; a terminal job takes only a ``writeback`` note (DMSS fell behind it)."""
         keep = self.settings.log_lines
         dmss_configured = self.dmss is not None
 
         def decide(current: JobRecord) -> Change | None:
             if current.status.is_terminal:
-                return None
+                if writeback is None or writeback == current.writeback:
+                    return None
+                noted = dataclasses.replace(current, writeback=writeback)
+                return Change(noted, [self.events.progressed(noted)])
             new = dataclasses.replace(current)
+            if writeback is not None:
+                new.writeback = writeback
             if handle is not None:
                 new.handle = handle
             if message is not None:
@@ -313,10 +320,11 @@ class Jobs:
                     new.started = new.started or now
                     new.ended = now
                 events.append(self.events.status_changed(new, current.status))
-            elif (new.logs, new.percentage, new.message) != (
+            elif (new.logs, new.percentage, new.message, new.writeback) != (
                 current.logs,
                 current.percentage,
                 current.message,
+                current.writeback,
             ):
                 events.append(self.events.progressed(new))
             elif new.handle == current.handle:
@@ -340,6 +348,7 @@ class Jobs:
             message=record.message,
             logs=record.logs,
             schedule=record.schedule,
+            writeback=record.writeback,
         )
 
     def answer(self, record: JobRecord, message: str) -> Answer:

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     ended TEXT,
     time_limit REAL,
     created TEXT NOT NULL,
-    schedule TEXT
+    schedule TEXT,
+    writeback TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_active ON jobs(status) WHERE status IN ({active});
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -99,7 +100,7 @@ CREATE TABLE IF NOT EXISTS writeback (
 
 _COLUMNS = (
     "uid, status, runner_type, label, triggered_by, address, entity, token, handle, message, logs,"
-    " percentage, started, ended, time_limit, created, schedule"
+    " percentage, started, ended, time_limit, created, schedule, writeback"
 )
 _SCHEDULE_COLUMNS = (
     "uid, cron, time_zone, job, policy, created, label, start_date, end_date, state, next_fire, last_fire,"
@@ -138,6 +139,7 @@ def _row_to_record(row: sqlite3.Row) -> JobRecord:
         time_limit=row["time_limit"],
         created=_dt(row["created"]) or datetime.now(UTC),
         schedule=row["schedule"],
+        writeback=row["writeback"],
     )
 
 
@@ -198,6 +200,7 @@ def _record_values(r: JobRecord) -> tuple[Any, ...]:
         r.time_limit,
         _ts(r.created),
         r.schedule,
+        r.writeback,
     )
 
 
@@ -262,6 +265,9 @@ class SqliteStore:
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.executescript(_SCHEMA)
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+        if "writeback" not in columns:  # a store made before write-backs could be given up
+            conn.execute("ALTER TABLE jobs ADD COLUMN writeback TEXT")
         self._conn = conn
 
     async def close(self) -> None:
@@ -378,7 +384,7 @@ class SqliteStore:
                     "INSERT INTO idempotency (key, uid, answer) VALUES (?, ?, ?)", (key, record.uid, answer)
                 )
             conn.execute(
-                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 17)})", _record_values(record)
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 18)})", _record_values(record)
             )
             if schedule is not None:
                 conn.execute(
@@ -435,8 +441,8 @@ class SqliteStore:
                 return current
             new = change.record
             conn.execute(  # only what a change may touch: the entity and the token are written once
-                "UPDATE jobs SET status=?, handle=?, message=?, logs=?, percentage=?, started=?, ended=?"
-                " WHERE uid=?",
+                "UPDATE jobs SET status=?, handle=?, message=?, logs=?, percentage=?, started=?, ended=?,"
+                " writeback=? WHERE uid=?",
                 (
                     new.status.value,
                     json.dumps(new.handle, separators=(",", ":")) if new.handle is not None else None,
@@ -445,6 +451,7 @@ class SqliteStore:
                     new.percentage,
                     _ts(new.started),
                     _ts(new.ended),
+                    new.writeback,
                     uid,
                 ),
             )

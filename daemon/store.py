@@ -47,6 +47,8 @@ class JobRecord:
     time_limit: float | None = None
     #: The recurring job this run belongs to, when the scheduler started it.
     schedule: str | None = None
+    #: Why DMSS is out of date for this job (a write-back it refused, or that was given up on).
+    writeback: str | None = None
 
 
 @dataclass

@@ -5,8 +5,9 @@ As dm-job did, every change of a job started by address is written to its entity
 fields; a completed job with an ``outputTarget`` has its result stored there. The writes are queued in
 the store in the same transaction as the change (like events in the outbox), coalesced to the newest
 per job, and drained here with per-row backoff: a DMSS outage delays them, never blocks or loses the
-job's state or events. A write DMSS refuses for good (401, 404, validation) is logged and dropped:
-retrying cannot fix it.
+job's state or events. A write DMSS refuses for good (401, 404, validation), or fails with the same
+500 up to a limit, is given up: logged once with DMSS's error and noted on the job (its ``writeback``
+field in status answers and events), so an operator sees that DMSS is out of date.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ JOB = "dmss://WorkflowDS/Blueprints/Job"
 
 #: How the relay gets a completed job's result (the runner's answer, as ``job.result`` gives it).
 ResultOf = Callable[[str], Awaitable[JobResult]]
+#: How the relay notes on a job that DMSS is out of date for it: ``(uid, why)``.
+NoteOf = Callable[[str, str], Awaitable[object]]
 
 
 def _stamp(value: datetime) -> str:
@@ -104,11 +107,15 @@ class WritebackRelay:
         idle_poll: float = 5.0,
         retry_min: float = 0.2,
         retry_max: float = 60.0,
+        retry_limit: int = 10,
+        note: NoteOf | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.dmss = dmss
         self.result_of = result_of
+        self.retry_limit = retry_limit
+        self.note = note
         self.log = log
         self.batch = batch
         self.idle_poll = idle_poll
@@ -162,6 +169,11 @@ class WritebackRelay:
             else:
                 await self.dmss.update(row.address, row.token, row.body, partial=True)
         except DmssUnavailable as exc:
+            # An outage (no answer, 502/503/504, 429) is waited out; the same 500 again and again is
+            # DMSS failing on this very write (a KeyError in its use case, say): given up at the limit.
+            if exc.status == 500 and row.attempts + 1 >= self.retry_limit:
+                await self._give_up(row, f"DMSS kept failing it ({row.attempts + 1} attempts): {exc.message}")
+                return True
             delay = min(self.retry_min * 2**row.attempts, self.retry_max)
             self.log.warning(
                 "DMSS write-back waits", uid=row.uid, kind=row.kind, error=exc.message, retry_in=delay
@@ -169,13 +181,22 @@ class WritebackRelay:
             await self.store.writeback_retry(row, self.clock() + delay)
             return False
         except DmssError as exc:
-            self.log.warning(
-                "DMSS refused a write-back; dropped", uid=row.uid, kind=row.kind, error=exc.message
-            )
+            await self._give_up(row, f"DMSS refused it: {exc.message}")
+            return True
         except Exception as exc:  # the runner could not give the result, or a bug: retrying will not help
-            self.log.error("a DMSS write-back failed; dropped", uid=row.uid, kind=row.kind, error=repr(exc))
+            await self._give_up(row, f"it failed: {exc!r}")
+            return True
         await self.store.writeback_done(row)
         return True
+
+    async def _give_up(self, row: WritebackRow, why: str) -> None:
+        """Drop the write, say so once in the log and on the job: DMSS is out of date for it."""
+        what = "the job's result" if row.kind == RESULT else "the job's status"
+        note = f"{what} was not written to {row.address}: {why}"
+        self.log.error("DMSS write-back given up", uid=row.uid, kind=row.kind, error=why)
+        await self.store.writeback_done(row)
+        if self.note is not None:
+            await self.note(row.uid, note)
 
     async def _store_result(self, row: WritebackRow) -> None:
         """Store the result at ``outputTarget``: an entity as it is, anything else as a blob plus a

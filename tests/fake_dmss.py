@@ -94,6 +94,8 @@ class FakeDmss:
     data: dict[str, dict[str, Any]] = field(default_factory=dict)
     blobs: dict[tuple[str, str], bytes] = field(default_factory=dict)
     outage: bool = False
+    #: Answer every PUT with DMSS's bare 500, as a DMSS failing on that write would.
+    failing_puts: bool = False
     seen: list[Seen] = field(default_factory=list)
     #: Every status written to a document (by its ``_id``), in order.
     statuses: dict[str, list[str]] = field(default_factory=dict)
@@ -256,6 +258,8 @@ class FakeDmss:
                 node = self._target(node)  # depth 1 resolves the addressed reference
             return web.json_response(self._expand(copy.deepcopy(node), int(depth) - 1))
         if request.method == "PUT":
+            if self.failing_puts:
+                raise _Unhandled("a DMSS failing on this write")
             data = await self._form_json(request, "data")
             try:
                 container, key, node = self._locate(address)

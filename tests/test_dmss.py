@@ -188,3 +188,31 @@ async def test_a_recurring_job_by_address_records_its_first_run_under_schedule_r
     assert (await dmss_client.result(first)).result == "ThisIsBackwards"
     await dmss_client.stop(uid)
     await entity_where(fake_dmss, address, "removed")
+
+
+async def test_a_write_back_dmss_keeps_failing_is_given_up_and_shown_on_the_job(
+    dmss_settings: Settings, vhost_url: str, fake_dmss: FakeDmss, log_lines: Any
+) -> None:
+    """The same 500 again and again is not an outage: given up at the limit, logged once, on the job."""
+    settings = dmss_settings.model_copy(update={"dmss_retry_limit": 3})
+    address = fake_dmss.add(
+        DS, {"type": JOB, "label": "refused", "runner": {"type": SHELL, "script": "true"}}
+    )
+    fake_dmss.failing_puts = True
+    async with Daemon(settings, vhost_url), await JobdClient.connect(vhost_url, timeout=20) as client:
+        async with client.events() as events:
+            uid = str((await client.start(address=address, token=DMSS_TOKEN)).uid)
+
+            def noted(event: Any) -> bool:
+                return event.subject == uid and event.data.writeback is not None
+
+            seen = await events_until(events, noted)
+        note = seen[-1].data.writeback or ""
+        assert f"not written to {address}" in note and "500" in note, note
+        status = await client.status(uid)
+        assert status.status is JobStatus.COMPLETED and status.job is not None
+        assert status.job.writeback == note
+    puts = fake_dmss.requests("PUT")
+    assert 3 <= len(puts) <= 6 and all(s.status == 500 for s in puts), puts
+    given_up = [line for line in log_lines.getvalue().splitlines() if "DMSS write-back given up" in line]
+    assert len(given_up) == 1, given_up

@@ -96,7 +96,14 @@ class DmssError(JobdError):
 
 
 class DmssUnavailable(JobdError):
-    """DMSS could not be reached or answered 5xx/429: worth retrying later, never the caller's fault."""
+    """DMSS could not be reached or answered 5xx/429: worth retrying later, never the caller's fault.
+
+    ``status`` is the HTTP status DMSS answered (None when it could not be reached at all).
+    """
 
     code = ErrorCode.DMSS_UNAVAILABLE
     bad_input = False
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None, status: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status = status

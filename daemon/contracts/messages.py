@@ -170,6 +170,10 @@ class JobView(_Wire):
     message: str | None = None
     logs: list[str] = Field(default_factory=list)
     schedule: str | None = Field(default=None, description="The recurring job's uid, for a scheduled run")
+    writeback: str | None = Field(
+        default=None,
+        description="Why DMSS is out of date for this job: the last write-back DMSS refused, or gave up on",
+    )
 
 
 class ScheduleRun(_Wire):
@@ -236,6 +240,10 @@ class EventData(_Wire):
     logs: list[str] = Field(default_factory=list, description="The last few log lines")
     triggered_by: str | None = None
     schedule: str | None = Field(default=None, description="The recurring job's uid, for a scheduled run")
+    writeback: str | None = Field(
+        default=None,
+        description="Why DMSS is out of date for this job: the last write-back DMSS refused, or gave up on",
+    )
 
 
 class ScheduleEventData(_Wire):
