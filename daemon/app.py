@@ -15,6 +15,7 @@ import structlog
 from . import amqp
 from .config import Settings
 from .contracts import Log, RunnerPlugin
+from .control import JobService
 from .dispatch import Dispatcher, start_key
 from .dmss import DmssClient
 from .events import EventFactory
@@ -34,6 +35,10 @@ def runner_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, 
     """The environment plugins see: the process's, with settings that came from elsewhere made explicit."""
     env = dict(environ)
     env["DM_JOBD_ENABLE_SHELL"] = "1" if settings.enable_shell else "0"
+    if settings.dmss_url:  # dm-job's name, which its handlers (services.dmss, config) read
+        env["DMSS_URL"] = settings.dmss_url
+    if settings.dmss_ca_bundle is not None:
+        env["DM_JOBD_DMSS_CA_BUNDLE"] = str(settings.dmss_ca_bundle)
     return env
 
 
@@ -75,12 +80,14 @@ class Daemon:
         self._opened = True
         await self.store.open()
         self._on_close("store", self.store.close)
+        self.control = control = JobService()
         self.registry = registry = Registry.load(
             state_dir=s.state_dir,
             environ=self.environ,
             log=self.log,
             plugin_dirs=s.plugin_dirs,
             plugins=self.plugins,
+            jobs=control,
         )
         self._on_close("runners", registry.close)
         events = EventFactory(source=s.event_source, log_lines=s.event_log_lines)
@@ -153,6 +160,7 @@ class Daemon:
                 supervisor.launch(record)
 
         self.store.on_insert = inserted
+        control.bind(self.jobs, supervisor, scheduler)
         schedules = await scheduler.start()
         self._on_close("scheduler", scheduler.close)
         self.schedule_events = amqp.EventSubscription(connection, ["schedule.*.*"])
@@ -165,7 +173,7 @@ class Daemon:
         self._on_close("answers", replier.close)
         dispatcher = Dispatcher(
             self.jobs,
-            self.supervisor,
+            control,
             scheduler,
             log=self.log,
             max_body_bytes=s.max_body_bytes,

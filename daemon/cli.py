@@ -221,6 +221,8 @@ def _runners(settings: Settings) -> int:
     for entry in registry.entries():
         state = "ready" if entry.runner is not None else f"off: {entry.disabled}"
         print(f"{entry.type}\n  from {entry.origin}\n  {state}")
+    for folder, reason in registry.skipped:
+        print(f"(not loaded) handler folder {folder}\n  {reason}")
     asyncio.run(registry.close())
     return 0
 

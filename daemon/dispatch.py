@@ -31,11 +31,11 @@ from .contracts import (
     UnknownJob,
     describe_validation_error,
 )
+from .control import JobService
 from .fires import fire_message_id
 from .jobs import Jobs
-from .recurring import RECURRING_HANDLER, schedule_view
+from .recurring import schedule_view
 from .scheduler import Scheduler
-from .supervisor import Supervisor
 
 __all__ = ["MAX_DEPTH", "Dispatcher", "parse_body", "start_key"]
 
@@ -109,7 +109,7 @@ class Dispatcher:
     def __init__(
         self,
         jobs: Jobs,
-        supervisor: Supervisor,
+        control: JobService,
         scheduler: Scheduler,
         *,
         log: Log,
@@ -117,7 +117,7 @@ class Dispatcher:
         delivery_limit: int,
     ) -> None:
         self.jobs = jobs
-        self.supervisor = supervisor
+        self.control = control
         self.scheduler = scheduler
         self.log = log
         self.max_body_bytes = max_body_bytes
@@ -206,10 +206,7 @@ class Dispatcher:
                 return self._dump(jobs.answer(await jobs.get(command.uid), "status"))
             if kind == "job.result":
                 return self._dump(await jobs.result(command.uid))
-            record = await jobs.get(command.uid)
-            if record.runner_type == RECURRING_HANDLER and not record.status.is_terminal:
-                await self.scheduler.set_state(command.uid, "removed")
-            record, stopped = await self.supervisor.stop(command.uid)
+            record, stopped = await self.control.stop_job(command.uid)
             if stopped:
                 self.log.info("job stopped", uid=record.uid)
             message = "stopped" if stopped else f"nothing to stop: the job is {record.status.value}"

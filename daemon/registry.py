@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .boundary import GuardedRunner
 from .contracts import (
+    JobControl,
     Log,
     Runner,
     RunnerContext,
@@ -43,6 +44,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {}
+        #: Handler folders that were found but did not load: (folder, why).
+        self.skipped: list[tuple[str, str]] = []
 
     def add(
         self,
@@ -93,6 +96,7 @@ class Registry:
         log: Log,
         plugin_dirs: Sequence[Path] = (),
         plugins: Mapping[str, RunnerPlugin] | None = None,
+        jobs: JobControl | None = None,
     ) -> Registry:
         """Create every runner: from ``plugins`` when given, else the entry points; then handler folders."""
         registry = cls()
@@ -105,7 +109,7 @@ class Registry:
                     log.error("runner plugin failed to import", plugin=ep.name, error=str(exc))
         for name, plugin in plugins.items():
             origin = f"plugin {name} ({type(plugin).__module__})"
-            ctx = RunnerContext(env=environ, state_dir=state_dir / "runners" / name, log=log)
+            ctx = RunnerContext(env=environ, state_dir=state_dir / "runners" / name, log=log, jobs=jobs)
             try:
                 runner = plugin.create(ctx)
             except RunnerUnavailable as exc:
@@ -117,14 +121,16 @@ class Registry:
                 continue
             registry.add(plugin.types, runner, origin, log=log)
         if plugin_dirs:
-            from plugins.dmjob import discover  # the adapter is a plugin; only this root wires it in
+            from plugins.dmjob import Skipped, discover  # the adapter is a plugin; only this root wires it in
 
-            ctx = RunnerContext(env=environ, state_dir=state_dir / "runners" / "dmjob", log=log)
+            ctx = RunnerContext(env=environ, state_dir=state_dir / "runners" / "dmjob", log=log, jobs=jobs)
+            skipped: list[Skipped] = []
             try:
-                found_all = discover(list(plugin_dirs), ctx)
+                found_all = discover(list(plugin_dirs), ctx, skipped)
             except RunnerUnavailable as exc:  # dm-job's module names are taken in this process
                 log.error("dm-job handler folders cannot be loaded", error=str(exc))
                 found_all = []
             for found in found_all:
                 registry.add(found.types, found.runner, found.origin, log=log)
+            registry.skipped.extend((str(s.folder), s.reason) for s in skipped)
         return registry

@@ -333,3 +333,25 @@ async def test_a_bad_image_field_fails_the_start_and_sends_nothing(
     finally:
         await runner.close()
     assert fake_azure.arm.requests == []
+
+
+async def test_a_throttled_create_waits_what_retry_after_says_not_the_backoff_base(
+    fake_azure: FakeAzure, tmp_path: Path
+) -> None:
+    """ARM said 'Retry-After: 2': retried after 2 s, not after the 10 s backoff base taken as a floor."""
+    fake_azure.arm.inject(Fault("PUT", 429, "TooManyRequests", "Slow down.", retry_after="2"))
+    fake_azure.arm.inject(Fault("PUT", 409, "ContainerGroupQuotaReached", "Quota reached.", times=1))
+    runner = make_runner(fake_azure.env(DM_JOBD_AZURE_RETRY_BASE_SECONDS="10"), tmp_path)
+    job = azure_job()
+    try:
+        started = await runner.start(job)
+        assert "again in 2 s" in (started.status.message or ""), started.status
+
+        async def quota() -> RunnerStatus | None:  # the poll that makes the deferred create, 2 s later
+            seen = await runner.poll(job, started.handle)
+            return seen if "ContainerGroupQuotaReached" in (seen.message or "") else None
+
+        seen = await poll_until(quota, timeout=10, what="the create to be made again")
+        assert "again in 20 s" in (seen.message or ""), "no Retry-After: our own backoff (10 s, doubled)"
+    finally:
+        await runner.close()

@@ -133,6 +133,11 @@ async def test_events_follow_one_job(jobd: Daemon, vhost_url: str, tmp_path: Pat
 async def test_runners_lists_types_and_origins(tmp_path: Path) -> None:
     handlers = tmp_path / "handlers"
     shutil.copytree(Path(__file__).parent / "handlers" / "deploy_style", handlers / "deploy_style")
+    needs = handlers / "needs_a_package"
+    needs.mkdir()
+    (needs / "__init__.py").write_text(
+        "import a_package_nobody_has\n_SUPPORTED_TYPE = 'x'\nclass JobHandler:\n    def start(self): ...\n"
+    )
     code, out, err = await cli(
         "runners", url=None, cwd=tmp_path, extra_env={"DM_JOBD_PLUGIN_DIRS": str(handlers)}
     )
@@ -140,6 +145,8 @@ async def test_runners_lists_types_and_origins(tmp_path: Path) -> None:
     assert "dmss://WorkflowDS/Blueprints/Shell\n  from plugin shell" in out
     assert "off: the shell runner is off" in out
     assert "dmss://WorkflowDS/Blueprints/TestDeployment\n  from handler folder" in out
+    assert f"(not loaded) handler folder {needs}\n" in out, "every folder found is reported"
+    assert "No module named 'a_package_nobody_has'" in out, "and why not"
 
 
 async def test_client_commands_without_a_broker_say_how_to_get_one(tmp_path: Path) -> None:

@@ -186,8 +186,8 @@ def test_discovery_finds_types_and_skips_broken_folders(
     assert set(errors) == {"broken_syntax", "no_handler", "needs_more_of_dm_job"}
     assert "syntax error" in errors["broken_syntax"] and "__init__.py, line 3" in errors["broken_syntax"]
     assert "_SUPPORTED_TYPE" in errors["no_handler"]
-    assert "No module named 'services.dmss'" in errors["needs_more_of_dm_job"]
-    assert "only config, services.job_handler_interface and utils.logging" in errors["needs_more_of_dm_job"]
+    assert "No module named 'features'" in errors["needs_more_of_dm_job"]
+    assert "dm-job's 'features' is not provided" in errors["needs_more_of_dm_job"]
 
 
 def test_a_directory_may_itself_be_a_handler_folder(
@@ -321,7 +321,7 @@ async def test_token_reaches_the_handler_but_no_message_or_log(
     assert (results / ok.uid).read_text() == TOKEN  # the handler had it
     assert statuses[1].status is JobStatus.COMPLETED and statuses[1].message == "authenticated with ***"
     # dm-job appended start()'s answer to the job log; so does the adapter.
-    assert statuses[1].logs == ("JOBAPI: authenticated as ***", "JOBAPI: authenticated with ***")
+    assert statuses[1].logs == ("authenticated as ***", "authenticated with ***"), "dm-job 1.6.4+: no prefix"
     assert statuses[3].status is JobStatus.FAILED
     assert statuses[3].message is not None and "401 Unauthorized for token ***" in statuses[3].message
 

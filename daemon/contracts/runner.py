@@ -17,10 +17,12 @@ from .status import JobStatus
 
 __all__ = [
     "Handle",
+    "JobControl",
     "JobResult",
     "JobSpec",
     "Log",
     "ReconcilingRunner",
+    "Registered",
     "Runner",
     "RunnerContext",
     "RunnerPlugin",
@@ -88,6 +90,26 @@ class Log(Protocol):
 
 
 @dataclass(frozen=True)
+class Registered:
+    """A job started through :class:`JobControl`: its uid, status and the start's message."""
+
+    uid: str
+    status: JobStatus
+    message: str
+
+
+class JobControl(Protocol):
+    """The daemon's own start and stop, for runners that start jobs themselves.
+
+    dm-job's handlers did (its recurring handler calls ``register_job`` for each run, and
+    ``remove_job``); a start here is a ``job.start`` by DMSS address, with its token.
+    """
+
+    async def start(self, address: str, token: str | None) -> Registered: ...
+    async def stop(self, uid: str) -> tuple[JobStatus, str]: ...
+
+
+@dataclass(frozen=True)
 class RunnerContext:
     """What the daemon gives a plugin when it creates its runner."""
 
@@ -96,6 +118,8 @@ class RunnerContext:
     #: A folder that is the plugin's own and survives daemon restarts.
     state_dir: Path
     log: Log
+    #: Starting and stopping other jobs (None where no daemon runs, as for ``dm-jobd runners``).
+    jobs: JobControl | None = None
 
 
 class RunnerUnavailable(Exception):

@@ -190,8 +190,10 @@ class AzureRunner:
             self._following.pop(uid, None)
 
     def _defer(self, uid: str, exc: HttpResponseError, *, failures: int) -> _Pending:
+        # ARM's own Retry-After is the wait it asked for; only without one do we back off ourselves.
+        asked = retry_after(exc)
         backoff = min(self.cfg.retry_base_seconds * 2 ** (failures - 1), self.cfg.retry_max_seconds)
-        delay = max(retry_after(exc) or 0.0, backoff)
+        delay = asked if asked is not None else backoff
         why = {429: "Azure is throttling requests"}.get(exc.status_code or 0, "an Azure quota is reached")
         if (exc.status_code or 0) >= 500 or exc.status_code == 408:
             why = "ARM is unavailable"

@@ -18,7 +18,7 @@ from .adapter import DmJobAdapter, Redactor, log_sink
 from .loader import HandlerLoadError, handler_folders, load_handler_folder
 from .shim import ShimClash, install
 
-__all__ = ["CALL_TIMEOUT_VARIABLE", "Discovered", "DmJobAdapter", "ShimClash", "discover"]
+__all__ = ["CALL_TIMEOUT_VARIABLE", "Discovered", "DmJobAdapter", "ShimClash", "Skipped", "discover"]
 
 #: Seconds a handler's progress()/result()/remove() may take before the call is reported as failed.
 CALL_TIMEOUT_VARIABLE = "DM_JOBD_DMJOB_CALL_TIMEOUT"
@@ -34,8 +34,20 @@ class Discovered:
     origin: str
 
 
-def discover(directories: Sequence[Path], ctx: RunnerContext) -> list[Discovered]:
+@dataclass(frozen=True)
+class Skipped:
+    """A handler folder that did not load, and why (what ``dm-jobd runners`` shows)."""
+
+    folder: Path
+    reason: str
+
+
+def discover(
+    directories: Sequence[Path], ctx: RunnerContext, skipped: list[Skipped] | None = None
+) -> list[Discovered]:
     """Every usable handler folder in ``directories`` (each may also be a handler folder itself).
+
+    Folders that cannot be used are logged, and appended to ``skipped`` when it is given.
 
     Raises :class:`ShimClash` when this process already has modules named like dm-job's (``config``,
     ``services``, ``utils``...): handler folders could not import ours, so none of them could run.
@@ -46,6 +58,7 @@ def discover(directories: Sequence[Path], ctx: RunnerContext) -> list[Discovered
     shim.set_defaults(ctx.env, import_sink)
     timeout = _call_timeout(ctx)
     found: list[Discovered] = []
+    skipped = [] if skipped is None else skipped
     for directory in (Path(d) for d in directories):
         if not directory.is_dir():
             ctx.log.error("dm-job handler directory skipped: it is not a directory", directory=str(directory))
@@ -61,12 +74,15 @@ def discover(directories: Sequence[Path], ctx: RunnerContext) -> list[Discovered
             continue
         if not folders:
             ctx.log.warning("no dm-job handler folders found", directory=str(directory))
+        listed = folders != [directory]
         for folder in folders:
             try:
                 with shim.bound(ctx.env, log_sink(ctx.log, folder.name, redact)):
-                    handler = load_handler_folder(folder)
+                    handler = load_handler_folder(folder, listed=listed)
             except HandlerLoadError as exc:
-                ctx.log.error("dm-job handler folder skipped", folder=str(folder), error=redact(str(exc)))
+                reason = redact(str(exc))
+                ctx.log.error("dm-job handler folder skipped", folder=str(folder), error=reason)
+                skipped.append(Skipped(folder=folder, reason=reason))
                 continue
             runner = DmJobAdapter(handler, ctx, shim, call_timeout=timeout)
             found.append(Discovered(types=handler.types, runner=runner, origin=handler.origin))

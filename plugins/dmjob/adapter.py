@@ -34,6 +34,7 @@ from daemon.contracts import (
 )
 
 from .calls import HandlerCalls
+from .control import thread_control
 from .loader import HandlerFolder
 from .redact import Redactor, log_sink
 from .runs import Outcome, Run, data_source_of, dmjob_job
@@ -117,7 +118,10 @@ class DmJobAdapter:
             self._runs[job.uid] = run
             try:
                 await asyncio.to_thread(self._calls.update_record, run, strict=True)
-                run.future = self._threads.start(run.sink, lambda: self._calls.run_start(run))
+                self._bind_loop()
+                run.future = self._threads.start(
+                    run.sink, lambda: self._calls.run_start(run), token=job.token
+                )
             except BaseException:
                 del self._runs[job.uid]
                 raise
@@ -256,9 +260,7 @@ class DmJobAdapter:
         """After start() returned: ask progress() if the handler has one (dm-job's status endpoint did)."""
         own = getattr(self._folder.handler_class, "progress", None)
         if own is not None and own is not getattr(self._shim.interface_class, "progress", None):
-            if not run.progressed:
-                # Tentatively done: a progress() that echoes self.job.status then reads as completed.
-                run.job.status = self._shim.status_enum("completed")
+            before = (run.job.status, run.job.state)
             try:
                 value = await self._call(
                     run, lambda: self._calls.handler_of(run).progress(), "JobHandler.progress()"
@@ -276,6 +278,8 @@ class DmJobAdapter:
                 run.job.log = list(status.logs) if status.logs else run.job.log
                 if status.percentage is not None:
                     run.job.percentage = status.percentage
+                if (run.job.status, run.job.state) != before:  # kept for the next daemon, as dm-job did
+                    await asyncio.to_thread(self._calls.update_record, run)
                 return status
         return RunnerStatus(
             JobStatus.COMPLETED,
@@ -310,8 +314,9 @@ class DmJobAdapter:
 
     def _restored_run(self, spec: JobSpec, record: StartRecord) -> Run:
         """A run from an earlier daemon's record; its handler is created again when first needed."""
-        run = self._new_run(spec, JobStatus.COMPLETED, record.phase)
+        run = self._new_run(spec, JobStatus(record.status or JobStatus.STARTING.value), record.phase)
         run.record = record
+        run.job.state = record.state
         run.removed = record.removed
         if record.phase is Phase.RETURNED:
             run.outcome = Outcome(True, record.message or "")
@@ -350,7 +355,13 @@ class DmJobAdapter:
     async def _call(self, run: Run, fn: Callable[[], T], what: str) -> T:
         """Run a blocking handler call in a worker thread, bound to the daemon's environment and log."""
         self._check_open()
-        return await self._threads.call(run.sink, fn, what)
+        self._bind_loop()
+        return await self._threads.call(run.sink, fn, what, token=run.job.token)
+
+    def _bind_loop(self) -> None:
+        """Give handler threads the daemon's job control on this event loop (dm-job's job_service)."""
+        if self._threads.control is None and self._ctx.jobs is not None:
+            self._threads.control = thread_control(self._ctx.jobs, asyncio.get_running_loop())
 
     def _sink(self, uid: str, redact: Redactor) -> LogSink:
         return log_sink(self._ctx.log, self._name, redact, uid)

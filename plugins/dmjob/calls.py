@@ -66,9 +66,14 @@ class HandlerCalls:
         removed: bool | None = None,
         strict: bool = False,
     ) -> None:
-        """Change and rewrite the run's record; ``strict`` raises when it cannot be written."""
+        """Change and rewrite the run's record (with the job's status and state); ``strict`` raises when
+        it cannot be written."""
+        status = getattr(run.job.status, "value", None)
+        state = run.job.state if isinstance(run.job.state, dict) else None
         with run.lock:
-            run.record = run.record.but(phase=phase, message=message, removed=removed)
+            run.record = run.record.but(
+                phase=phase, message=message, removed=removed, status=status, state=state
+            )
             try:
                 self._state.write(run.record)
             except OSError as exc:

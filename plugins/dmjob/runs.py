@@ -6,7 +6,7 @@ import concurrent.futures
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -58,7 +58,7 @@ def dmjob_job(shim: Shim, spec: JobSpec, uid: UUID, status: JobStatus) -> Any:
         label=text("label"),
         triggeredBy=text("triggeredBy"),
         application_input=entity.get("applicationInput"),
-        started=datetime.now().replace(microsecond=0),
+        started=datetime.now(UTC).replace(microsecond=0),
         outputTarget=text("outputTarget"),
         result=mapping("result"),
         runner=mapping("runner") or {},

@@ -1,9 +1,10 @@
 """Makes dm-job's module names (``services``, ``config``, ``utils``...) importable for handler folders.
 
-Handler folders import ``config``, ``services.job_handler_interface`` and ``utils.logging`` as top-level
-modules, because that is where they lived inside dm-job. The shim files in ``compat/`` are loaded under
-exactly those names, once per process, and refuse to replace a module of the same name that is not ours.
-Handler calls run in threads; :meth:`Shim.bound` gives each call the daemon's environment and a log sink.
+Handler folders import ``config``, ``services.*``, ``restful.exceptions`` and ``utils.logging`` as
+top-level modules, because that is where they lived inside dm-job. The shim files in ``compat/`` are
+loaded under exactly those names, once per process, and refuse to replace a module of the same name
+that is not ours. Handler calls run in threads; :meth:`Shim.bound` gives each call the daemon's
+environment, a log sink, the job's token and the daemon's job control.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ _FILES: dict[str, tuple[str, bool]] = {
     "config": ("config.py", False),
     "services": ("services/__init__.py", True),
     "services.job_handler_interface": ("services/job_handler_interface.py", False),
+    "services.dmss": ("services/dmss.py", False),
+    "services.job_service": ("services/job_service.py", False),
+    "restful": ("restful/__init__.py", True),
+    "restful.exceptions": ("restful/exceptions.py", False),
     "utils": ("utils/__init__.py", True),
     "utils.logging": ("utils/logging.py", False),
 }
@@ -36,6 +41,8 @@ MODULE_NAMES = tuple(_FILES)
 
 #: (level number, message, traceback text or None), as the compat logger hands lines over.
 LogSink = Callable[[int, str, str | None], None]
+#: ``services.job_service``'s way to the daemon: ``(operation, *arguments) -> result``, blocking.
+Control = Callable[..., Any]
 
 _lock = threading.Lock()
 
@@ -51,6 +58,8 @@ class Shim:
     config: ModuleType
     interface: ModuleType
     logging: ModuleType
+    dmss: ModuleType
+    job_service: ModuleType
 
     @property
     def job_class(self) -> Any:
@@ -65,19 +74,31 @@ class Shim:
         cls: type[Any] = self.interface.JobHandlerInterface
         return cls
 
-    def set_defaults(self, env: Mapping[str, str], sink: LogSink) -> None:
+    def set_defaults(self, env: Mapping[str, str], sink: LogSink, control: Control | None = None) -> None:
         """What handler code sees when it runs outside a bound call (threads it starts itself)."""
         self.config._set_default_environment(env)
         self.logging._set_default_sink(sink)
+        self.job_service._set_default_control(control)
 
     @contextmanager
-    def bound(self, env: Mapping[str, str], sink: LogSink) -> Iterator[None]:
-        """Bind ``env`` and ``sink`` for handler code run inside the block (in the current thread)."""
+    def bound(
+        self,
+        env: Mapping[str, str],
+        sink: LogSink,
+        *,
+        token: str | None = None,
+        control: Control | None = None,
+    ) -> Iterator[None]:
+        """Bind the environment, log sink, job token and job control for handler code in the block."""
         env_token = self.config._use_environment(env)
         sink_token = self.logging._use_sink(sink)
+        dmss_token = self.dmss._use_token(token)
+        control_token = self.job_service._use_control(control)
         try:
             yield
         finally:
+            self.job_service._reset_control(control_token)
+            self.dmss._reset_token(dmss_token)
             self.logging._reset_sink(sink_token)
             self.config._reset_environment(env_token)
 
@@ -119,6 +140,8 @@ def install() -> Shim:
             config=sys.modules["config"],
             interface=sys.modules["services.job_handler_interface"],
             logging=sys.modules["utils.logging"],
+            dmss=sys.modules["services.dmss"],
+            job_service=sys.modules["services.job_service"],
         )
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Phase", "StartRecord", "StateFiles", "StateUnreadable"]
 
@@ -37,9 +38,19 @@ class StartRecord:
     message: str | None = None
     removed: bool = False
     updated: str = ""
+    #: The handler's ``job.status`` and ``job.state``, which dm-job kept with the job (Redis) and
+    #: handlers read back (the Radix handler's job name): a restarted daemon gives them back.
+    status: str | None = None
+    state: dict[str, Any] | None = None
 
     def but(
-        self, *, phase: Phase | None = None, message: str | None = None, removed: bool | None = None
+        self,
+        *,
+        phase: Phase | None = None,
+        message: str | None = None,
+        removed: bool | None = None,
+        status: str | None = None,
+        state: dict[str, Any] | None = None,
     ) -> StartRecord:
         """A copy with the given fields changed and a fresh timestamp."""
         return replace(
@@ -47,6 +58,8 @@ class StartRecord:
             phase=self.phase if phase is None else phase,
             message=self.message if message is None else message,
             removed=self.removed if removed is None else removed,
+            status=self.status if status is None else status,
+            state=self.state if state is None else state,
             updated=datetime.now(UTC).isoformat(),
         )
 
@@ -87,6 +100,8 @@ class StateFiles:
                 message=None if data.get("message") is None else str(data["message"]),
                 removed=bool(data.get("removed", False)),
                 updated=str(data.get("updated", "")),
+                status=None if data.get("status") is None else str(data["status"]),
+                state=data["state"] if isinstance(data.get("state"), dict) else None,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise StateUnreadable(f"{path} is not a dm-job adapter record: {exc}") from exc

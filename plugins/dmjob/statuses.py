@@ -84,10 +84,7 @@ def read_progress(
         status = JobStatus.UNKNOWN
     logs = log_lines(raw_logs, redact)
     percentage = percentage_of(raw_percentage)
-    if status is JobStatus.UNKNOWN:
-        # start() returned and the handler cannot tell more: that is how dm-job's simple jobs ended.
-        status = JobStatus.COMPLETED
-    elif status is JobStatus.NOT_STARTED:
+    if status is JobStatus.NOT_STARTED:
         # start() returned but the deployed work has not begun: still on its way.
         status = JobStatus.STARTING
     if status is JobStatus.FAILED:

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from daemon.contracts import RunnerError
 
-from .shim import LogSink, Shim
+from .shim import Control, LogSink, Shim
 
 __all__ = ["HandlerThreads"]
 
@@ -36,6 +36,8 @@ class HandlerThreads:
         self._name = name
         self._shim = shim
         self._env = env
+        #: ``services.job_service``'s way to the daemon, once the adapter knows its event loop.
+        self.control: Control | None = None
         self._call_timeout = call_timeout
         # Two pools: a long start() must never hold up progress()/result()/remove() of other jobs.
         self._start_pool = concurrent.futures.ThreadPoolExecutor(
@@ -45,13 +47,15 @@ class HandlerThreads:
             max_workers=call_workers, thread_name_prefix=f"dmjob-call-{name}"
         )
 
-    def start(self, sink: LogSink, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+    def start(
+        self, sink: LogSink, fn: Callable[[], T], *, token: str | None = None
+    ) -> concurrent.futures.Future[T]:
         """Queue ``fn`` (the work around ``JobHandler.start()``); it may wait for a free worker."""
-        return self._start_pool.submit(self._bound, sink, fn)
+        return self._start_pool.submit(self._bound, sink, fn, token)
 
-    async def call(self, sink: LogSink, fn: Callable[[], T], what: str) -> T:
+    async def call(self, sink: LogSink, fn: Callable[[], T], what: str, *, token: str | None = None) -> T:
         """Run a blocking handler call in the call pool; give up waiting after the call timeout."""
-        future = self._call_pool.submit(self._bound, sink, fn)
+        future = self._call_pool.submit(self._bound, sink, fn, token)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self._call_timeout)
         except TimeoutError:
@@ -65,6 +69,6 @@ class HandlerThreads:
         self._start_pool.shutdown(wait=False, cancel_futures=True)
         self._call_pool.shutdown(wait=False, cancel_futures=True)
 
-    def _bound(self, sink: LogSink, fn: Callable[[], T]) -> T:
-        with self._shim.bound(self._env, sink):
+    def _bound(self, sink: LogSink, fn: Callable[[], T], token: str | None) -> T:
+        with self._shim.bound(self._env, sink, token=token, control=self.control):
             return fn()

@@ -1,6 +1,6 @@
-"""Imports a part of dm-job the adapter does not provide (its DMSS client): discovery skips it."""
+"""Imports a part of dm-job the adapter does not provide (its REST features): discovery skips it."""
 
-from services.dmss import get_document
+from features.jobs import jobs  # dm-job's REST routes: not part of the handler surface
 from services.job_handler_interface import JobHandlerInterface
 
 _SUPPORTED_TYPE = "dmss://WorkflowDS/Blueprints/NeedsDmssClient"
@@ -8,4 +8,4 @@ _SUPPORTED_TYPE = "dmss://WorkflowDS/Blueprints/NeedsDmssClient"
 
 class JobHandler(JobHandlerInterface):
     def start(self) -> str:
-        return str(get_document(self.job.dmss_id))
+        return str(jobs)

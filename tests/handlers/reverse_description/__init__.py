@@ -26,6 +26,7 @@ class JobHandler(JobHandlerInterface):
         with open(f"{self.results_directory}/{self.job.job_uid}", "w") as result_file:
             result_file.write(result)
         logger.info("ReverseDescription job completed")
+        self.job.set_job_status(JobStatus.COMPLETED)  # as dm-job's own reverse_description does
         return "OK"
 
     def result(self) -> tuple[str, bytes]:

@@ -1,0 +1,56 @@
+"""Starting and stopping jobs from inside the daemon: ``job.stop``'s handling, and runners' JobControl.
+
+One place for what a stop means (a recurring job's schedule is removed first, then its runner is
+stopped), shared by the dispatcher and by runners that start and stop jobs themselves (dm-job's
+``register_job``/``remove_job``). A start goes through :meth:`Jobs.accept` like a ``job.start`` by DMSS
+address, so it is durable, evented and launched from its commit like any other.
+"""
+
+from __future__ import annotations
+
+from .contracts import Answer, JobStatus, Registered, StartCommand
+from .jobs import Jobs
+from .recurring import RECURRING_HANDLER
+from .scheduler import Scheduler
+from .store import JobRecord
+from .supervisor import Supervisor
+
+__all__ = ["JobService"]
+
+
+class JobService:
+    """Stop (and, for runners, start) jobs; satisfies the runner contract's ``JobControl``.
+
+    Runners are created before the job service exists, so it is bound once the daemon has built it.
+    """
+
+    def __init__(self) -> None:
+        self._parts: tuple[Jobs, Supervisor, Scheduler] | None = None
+
+    def bind(self, jobs: Jobs, supervisor: Supervisor, scheduler: Scheduler) -> None:
+        self._parts = (jobs, supervisor, scheduler)
+
+    def _bound(self) -> tuple[Jobs, Supervisor, Scheduler]:
+        if self._parts is None:
+            raise RuntimeError("the daemon is not running yet: no job can be started or stopped")
+        return self._parts
+
+    async def stop_job(self, uid: str) -> tuple[JobRecord, bool]:
+        """Stop ``uid``; its record afterwards, and whether it was stopped (False: it was over)."""
+        jobs, supervisor, scheduler = self._bound()
+        record = await jobs.get(uid)
+        if record.runner_type == RECURRING_HANDLER and not record.status.is_terminal:
+            await scheduler.set_state(uid, "removed")
+        return await supervisor.stop(uid)
+
+    async def start(self, address: str, token: str | None) -> Registered:
+        jobs, _, _ = self._bound()
+        command = StartCommand.model_validate({"address": address, "token": token})
+        raw, _, _ = await jobs.accept(command, key=None, user_id=None)
+        answer = Answer.model_validate_json(raw)
+        assert answer.uid is not None and answer.status is not None  # an accepted start has both
+        return Registered(uid=answer.uid, status=answer.status, message=answer.message or "")
+
+    async def stop(self, uid: str) -> tuple[JobStatus, str]:
+        record, stopped = await self.stop_job(uid)
+        return record.status, "stopped" if stopped else f"nothing to stop: the job is {record.status.value}"
