@@ -19,7 +19,11 @@ What DMSS refuses, this refuses, answered as DMSS answers (from DMSS's update an
 - a POST of a document with no ``type``, or with attributes its blueprint does not have (for the
   blueprints listed in :data:`BLUEPRINTS`): 400 ValidationException;
 - attributes that are not in the blueprint are not stored by a partial update (DMSS saves blueprint
-  attributes only).
+  attributes only);
+- a request its endpoint's model refuses (a missing or non-JSON form field, ``depth`` out of range, no
+  blob ``file``): 422 with DMSS's RequestValidationError body (``data.detail``);
+- a GET of a data source without a path: 500. An empty ``Access-Key`` counts as absent, and a blob
+  PUT answers plain text ``OK``, as DMSS does.
 """
 
 from __future__ import annotations
@@ -67,6 +71,24 @@ UNHANDLED = {
     "data": {},
 }
 _STEP = re.compile(r"\.([A-Za-z_]\w*)|\[(\d+)\]")
+
+
+def _invalid_request(loc: list[str], msg: str) -> web.Response:
+    """DMSS's answer to a request its endpoint's model refuses (FastAPI's RequestValidationError)."""
+    body = {
+        "status": 422,
+        "type": "RequestValidationError",
+        "message": "The received values are invalid",
+        "debug": "The received values are invalid according to the endpoints model definition",
+        "data": {"detail": [{"loc": loc, "msg": msg, "type": "value_error"}], "body": None},
+    }
+    return web.json_response(body, status=422)
+
+
+class _InvalidRequest(Exception):
+    def __init__(self, loc: list[str], msg: str) -> None:
+        super().__init__(msg)
+        self.loc, self.msg = loc, msg
 
 
 class _Unhandled(Exception):
@@ -152,6 +174,8 @@ class FakeDmss:
             response: web.StreamResponse = await handler(request)
         except _Unhandled:
             response = web.json_response(UNHANDLED, status=500)
+        except _InvalidRequest as exc:
+            response = _invalid_request(exc.loc, exc.msg)
         except DmssProblem as exc:
             if exc.status == 401:
                 response = web.json_response({"detail": exc.message}, status=401)
@@ -169,7 +193,7 @@ class FakeDmss:
 
     def _authorize(self, request: web.Request) -> None:
         key = request.headers.get("Access-Key")
-        if key is not None:  # Access-Key wins over Authorization
+        if key:  # Access-Key wins over Authorization; an empty one counts as absent
             if key not in self.tokens:
                 raise DmssProblem(401, "", "Token validation failed")
             return
@@ -248,12 +272,15 @@ class FakeDmss:
         if request.method == "GET":
             depth = request.query.get("depth", "0")
             if not depth.isdigit() or not 0 <= int(depth) <= 999:
-                return web.json_response(
-                    {"detail": [{"loc": ["query", "depth"], "msg": "0..999"}]}, status=422
-                )
+                return _invalid_request(["query", "depth"], "Input should be less than 1000")
+            data_source, doc_id, _steps = self._split(address)
+            if doc_id is None:
+                raise _Unhandled("a GET of a data source without a path")
             _, _, node = self._locate(address)
             if node is None:
-                raise DmssProblem(404, "NotFoundException", f"'{address}' was not found")
+                raise DmssProblem(
+                    404, "NotFoundException", f"Failed to get document referenced with '{address}'"
+                )
             if isinstance(node, dict) and node.get("type") == REFERENCE and int(depth) >= 1:
                 node = self._target(node)  # depth 1 resolves the addressed reference
             return web.json_response(self._expand(copy.deepcopy(node), int(depth) - 1))
@@ -333,11 +360,9 @@ class FakeDmss:
             form = await request.post()
             upload = form.get("file")
             if not isinstance(upload, web.FileField):
-                return web.json_response(
-                    {"detail": [{"loc": ["body", "file"], "msg": "required"}]}, status=422
-                )
+                return _invalid_request(["body", "file"], "Field required")
             self.blobs[key] = upload.file.read()
-            return web.json_response("OK")
+            return web.Response(text="OK")  # plain text, as DMSS answers
         if key not in self.blobs:
             raise DmssProblem(404, "NotFoundException", f"blob '{key[1]}' was not found")
         return web.Response(body=self.blobs[key])
@@ -347,8 +372,8 @@ class FakeDmss:
         form = await request.post()
         raw = form.get(name)
         if not isinstance(raw, str):
-            raise DmssProblem(422, "", f"form field '{name}' is required")
+            raise _InvalidRequest(["body", name], "Field required")
         try:
             return json.loads(raw)
         except ValueError:
-            raise DmssProblem(400, "ValidationException", f"form field '{name}' is not JSON") from None
+            raise _InvalidRequest(["body", name], "JSON decode error") from None
