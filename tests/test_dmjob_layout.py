@@ -7,6 +7,7 @@ dm-job would have written.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,8 +15,10 @@ from typing import Any
 
 import pytest
 from conftest import DMSS_TOKEN
+from dockerd import LocalDockerd
 from fake_dmss import FakeDmss
-from helpers import JOB, poll_until
+from fake_radix import FakeRadixScheduler
+from helpers import JOB, ended, events_until, poll_until
 
 from daemon.app import Daemon
 from daemon.client import JobdClient
@@ -63,6 +66,8 @@ def test_the_package_loads_whole_under_its_own_name(layout_jobd: Daemon, plugins
         ("reverse_description", "ReverseDescription"),
         ("staged_shell", "StagedShell"),
         ("spawner", "Spawner"),
+        ("radix_requests", "RadixRequests"),
+        ("docker_container", "DockerSdkContainer"),
     ):
         assert origins[WF + kind] == f"handler folder {plugins_dir / folder}"
     assert layout_jobd.registry.skipped == []
@@ -155,3 +160,40 @@ async def test_register_job_and_remove_job_are_the_daemons_own_start_and_stop(
     stopped = await layout_client.stop(str(parent.uid))
     assert stopped.ok and stopped.status is JobStatus.REMOVED
     assert (await _ended(layout_client, child_uid)).status is JobStatus.REMOVED, "remove_job stopped it"
+
+
+async def test_a_radix_job_through_requests_waits_while_radix_says_waiting(layout_client: JobdClient) -> None:
+    """dm-job's radix handler maps Waiting to unknown: not an end, so the job goes on to completed."""
+    async with FakeRadixScheduler() as radix:
+        job = {
+            "type": JOB,
+            "label": "radix",
+            "runner": {"type": WF + "RadixRequests", "jobName": "127.0.0.1", "schedulerPort": radix.port},
+        }
+        answer = await layout_client.start(job)
+        async with layout_client.events() as events:
+            seen = await events_until(events, ended(str(answer.uid)))
+    shown = [e.data.status for e in seen if not e.type.endswith(".progress")]
+    assert JobStatus.UNKNOWN in shown and shown[-1] is JobStatus.COMPLETED, shown
+
+
+async def test_a_docker_sdk_handler_runs_its_container_on_the_private_engine(
+    docker_engine: LocalDockerd, dmss_settings: Settings, plugins_dir: Path, vhost_url: str
+) -> None:
+    settings = dmss_settings.model_copy(update={"plugin_dirs": [plugins_dir]})
+    environ = {**os.environ, "DOCKER_HOST": docker_engine.url}  # read back through dm-job's config
+    job = {
+        "type": JOB,
+        "label": "docker sdk",
+        "runner": {
+            "type": WF + "DockerSdkContainer",
+            "name": "sdk",
+            "image": {"registryName": "localhost", "imageName": "busybox", "version": "local"},
+            "customCommand": ["sh", "-c", "echo from the container"],
+        },
+    }
+    async with Daemon(settings, vhost_url, environ=environ), await JobdClient.connect(vhost_url) as client:
+        answer = await client.start(job)
+        done = await _ended(client, str(answer.uid))
+    assert done.status is JobStatus.COMPLETED, done
+    assert "from the container" in done.job.logs, done.job.logs
