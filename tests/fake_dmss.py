@@ -16,8 +16,8 @@ What DMSS refuses, this refuses, answered as DMSS answers (from DMSS's update an
 - a PUT whose ``data`` object has no ``type``, partial or not: DMSS reads ``data["type"]`` and the
   KeyError is answered 500 with the generic ApplicationException body (``data: {}``);
 - a PUT to a document or attribute that does not exist: 400 ValidationException;
-- a POST of a document with no ``type``, or with attributes its blueprint does not have (for the
-  blueprints listed in :data:`BLUEPRINTS`): 400 ValidationException;
+- a POST, or a PUT that replaces, of a document with no ``type`` or with attributes its blueprint
+  does not have (for the blueprints listed in :data:`BLUEPRINTS`): 400 ValidationException;
 - attributes that are not in the blueprint are not stored by a partial update (DMSS saves blueprint
   attributes only);
 - a request its endpoint's model refuses (a missing or non-JSON form field, ``depth`` out of range, no
@@ -71,6 +71,12 @@ UNHANDLED = {
     "data": {},
 }
 _STEP = re.compile(r"\.([A-Za-z_]\w*)|\[(\d+)\]")
+
+
+def _unknown_attributes(document: dict[str, Any]) -> list[str]:
+    """Attributes of ``document`` its blueprint does not have (none known for other blueprints)."""
+    known = BLUEPRINTS.get(str(document.get("type")))
+    return sorted(set(document) - set(known)) if known is not None else []
 
 
 def _invalid_request(loc: list[str], msg: str) -> web.Response:
@@ -309,6 +315,13 @@ class FakeDmss:
                 node.update({k: v for k, v in data.items() if known is None or k in known})
                 if "status" in data and "_id" in node:
                     self.statuses.setdefault(str(node["_id"]), []).append(str(data["status"]))
+            elif isinstance(data, dict) and _unknown_attributes(data):
+                raise DmssProblem(
+                    400,
+                    "ValidationException",
+                    f"Attributes '{_unknown_attributes(data)}' are not specified in the blueprint "
+                    f"'{data['type']}'",
+                )
             elif container is None or key is None:
                 raise DmssProblem(400, "BadRequestException", "cannot replace a data source")
             else:
@@ -319,8 +332,7 @@ class FakeDmss:
             document = await self._form_json(request, "document")
             if not isinstance(document, dict) or not isinstance(document.get("type"), str):
                 raise DmssProblem(400, "ValidationException", "Every entity must have a 'type' attribute")
-            known = BLUEPRINTS.get(document["type"])
-            unknown = sorted(set(document) - set(known)) if known is not None else []
+            unknown = _unknown_attributes(document)
             if unknown:
                 raise DmssProblem(
                     400,
