@@ -154,7 +154,7 @@ class LocalDockerd:
     async def import_busybox(self, ref: str = BUSYBOX) -> str:
         """Import the busybox root filesystem as image ``ref`` (the engine's ``/images/create`` import)."""
         data = await asyncio.to_thread(_busybox_rootfs_tar)
-        params = [
+        params: list[tuple[str, str | int | float | bool | None]] = [
             ("fromSrc", "-"),
             ("repo", ref.rpartition(":")[0]),
             ("tag", ref.rpartition(":")[2]),

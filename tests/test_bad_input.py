@@ -111,10 +111,10 @@ async def test_each_bad_message_is_answered_and_dead_lettered_and_the_daemon_kee
     assert some.headers.get("x-first-death-reason") == "rejected"
 
     async with client.events() as events:
-        answer = await client.start(reverse_job("still serving"[::-1]))
-        assert answer.uid
-        await events_until(events, ended(answer.uid))
-    assert (await client.result(answer.uid)).result == "still serving"
+        started = await client.start(reverse_job("still serving"[::-1]))
+        assert started.uid
+        await events_until(events, ended(started.uid))
+    assert (await client.result(started.uid)).result == "still serving"
 
 
 async def test_validation_errors_name_the_field_but_never_echo_the_token(wire: Wire) -> None:

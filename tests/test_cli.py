@@ -106,11 +106,12 @@ async def test_events_follow_one_job(jobd: Daemon, vhost_url: str, tmp_path: Pat
         )
         try:
             assert proc.stdout is not None
+            stdout = proc.stdout
 
             # the subscription exists once the process answers a progress report with its event
             async def line_with(word: str) -> str:
                 while True:
-                    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+                    line: str = (await asyncio.wait_for(stdout.readline(), 30)).decode()
                     assert line, "the events command ended early"
                     if word in line:
                         return line
@@ -167,6 +168,7 @@ async def test_dm_job_handler_folder_runs_through_the_daemon(
     )
     with_handlers = settings.model_copy(update={"plugin_dirs": [handlers]})
     async with Daemon(with_handlers, vhost_url) as daemon, await JobdClient.connect(vhost_url) as client:
+        assert daemon.registry is not None
         origins = {e.type: e.origin for e in daemon.registry.entries()}
         assert origins["dmss://WorkflowDS/Blueprints/ReverseDescription"].startswith("handler folder")
         async with client.events() as events:

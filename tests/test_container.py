@@ -197,7 +197,7 @@ async def test_bad_jobs_fail_with_a_clear_message(
         seen = await events_until(events, ended(uid))
     assert seen[-1].data.status is JobStatus.FAILED
     status = await container_client.status(uid)
-    assert status.job is not None and words in (status.job.message or ""), status.job.message
+    assert status.job is not None and words in (status.job.message or ""), status
 
 
 async def test_a_name_clash_fails_the_second_job_and_leaves_the_first_running(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ async def test_a_restarted_daemon_reattaches_and_settles_what_exited_meanwhile_b
     # the daemon is down; the containers are not
     for uid in (good, bad):
         await open_gate(docker, uid)
-        await poll_until(lambda uid=uid: exited(docker, uid), what="the container to exit")
+        await poll_until(functools.partial(exited, docker, uid), what="the container to exit")
 
     async with Daemon(settings, vhost_url, environ=docker_environ) as daemon:
         async with await JobdClient.connect(vhost_url) as client, client.events() as events:

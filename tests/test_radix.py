@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import structlog
@@ -290,7 +290,7 @@ async def test_malformed_environment_variables_are_refused(
             (["A=1", 3], "must be a list of"),
             (["NOT-A-NAME=1"], "'NOT-A-NAME' is not a valid"),
         ]:
-            job = JobSpec(uid=str(uuid.uuid4()), entity=radix_job(fake.port, *bad))
+            job = JobSpec(uid=str(uuid.uuid4()), entity=radix_job(fake.port, *cast(list[str], bad)))
             with pytest.raises(RadixError, match=text):
                 await runner.start(job)
     finally:
@@ -328,7 +328,7 @@ async def test_a_restarted_daemon_settles_a_radix_job_that_ended_meanwhile(
     async with Daemon(radix_settings, vhost_url, environ=environ):
         async with await JobdClient.connect(vhost_url, timeout=20) as client, client.events() as events:
             status = await client.status(uid)
-            if not status.status.is_terminal:
+            if status.status is None or not status.status.is_terminal:
                 await events_until(events, ended(uid))
             status = await client.status(uid)
     assert status.status is JobStatus.FAILED and status.job is not None

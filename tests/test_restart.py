@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -54,7 +55,7 @@ async def test_jobs_that_ended_while_the_daemon_was_down_are_settled_by_their_ex
     gate.touch()
     for uid in (good, bad):
         exit_file = settings.state_dir / "runners" / "shell" / str(uid) / "exit_code"
-        await poll_until(lambda f=exit_file: _exists(f), what="the script to finish")
+        await poll_until(functools.partial(_exists, exit_file), what="the script to finish")
 
     async with Daemon(settings, vhost_url) as daemon, await JobdClient.connect(vhost_url) as client:
         async with client.events() as events:

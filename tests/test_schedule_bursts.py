@@ -40,6 +40,7 @@ async def held_copies(vhost_url: str) -> AsyncIterator[list[tuple[str, str]]]:
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         deaths = (message.headers or {}).get("x-death") or []
+        assert isinstance(deaths, list)
         for death in deaths:
             assert isinstance(death, dict)
             seen.append((str(message.message_id), str(death.get("queue"))))
