@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -42,6 +43,7 @@ __all__ = [
     "Outgoing",
     "Replier",
     "RpcClient",
+    "Verdict",
     "connect",
     "connect_when_up",
     "declare_topology",
@@ -176,8 +178,17 @@ def _delivery(message: AbstractIncomingMessage) -> Delivery:
     )
 
 
-#: What the consumer does with a delivery once its handler returns: ``ack``, ``dead-letter`` or ``retry``.
-Verdict = str
+class Verdict(enum.Enum):
+    """What the consumer does with a delivery once its handler returns."""
+
+    #: Done: its effect is durable (or it was answered with an error that is nobody's fault).
+    ACK = "ack"
+    #: Refused input: rejected without requeue, so the broker dead-letters it.
+    DEAD_LETTER = "dead-letter"
+    #: A failure of ours: requeued, for another try up to the queue's delivery limit.
+    RETRY = "retry"
+
+
 Handler = Callable[[Delivery], Awaitable[tuple[Verdict, bytes | None]]]
 
 
@@ -239,9 +250,9 @@ class CommandConsumer:
         verdict, answer = await self._handler(_delivery(message))
         if answer is not None and message.reply_to:
             self._answer(message.reply_to, message.correlation_id, answer)
-        if verdict == "ack":
+        if verdict is Verdict.ACK:
             await message.ack()
-        elif verdict == "dead-letter":
+        elif verdict is Verdict.DEAD_LETTER:
             await message.reject(requeue=False)
         else:
             await message.nack(requeue=True)

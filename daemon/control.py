@@ -8,7 +8,7 @@ address, so it is durable, evented and launched from its commit like any other.
 
 from __future__ import annotations
 
-from .contracts import Answer, JobStatus, Registered, StartCommand
+from .contracts import Answer, JobStatus, Registered, ScheduleState, StartCommand
 from .jobs import Jobs
 from .recurring import RECURRING_HANDLER
 from .scheduler import Scheduler
@@ -40,7 +40,7 @@ class JobService:
         jobs, supervisor, scheduler = self._bound()
         record = await jobs.get(uid)
         if record.runner_type == RECURRING_HANDLER and not record.status.is_terminal:
-            await scheduler.set_state(uid, "removed")
+            await scheduler.set_state(uid, ScheduleState.REMOVED)
         return await supervisor.stop(uid)
 
     async def start(self, address: str, token: str | None) -> Registered:

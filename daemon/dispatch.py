@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from .amqp import Delivery
+from .amqp import Delivery, Verdict
 from .contracts import (
     COMMAND_MODELS,
     Answer,
@@ -26,6 +26,7 @@ from .contracts import (
     Log,
     ProgressCommand,
     ScheduleListCommand,
+    ScheduleState,
     StartCommand,
     UidCommand,
     UnknownJob,
@@ -123,7 +124,7 @@ class Dispatcher:
         self.max_body_bytes = max_body_bytes
         self.delivery_limit = delivery_limit
 
-    async def __call__(self, delivery: Delivery) -> tuple[str, bytes | None]:
+    async def __call__(self, delivery: Delivery) -> tuple[Verdict, bytes | None]:
         kind = delivery.kind or delivery.routing_key or ""
         with structlog.contextvars.bound_contextvars(command=kind, message_id=delivery.message_id):
             uid: str | None = None
@@ -133,22 +134,22 @@ class Dispatcher:
                 if uid is not None:
                     structlog.contextvars.bind_contextvars(uid=uid)
                 answer = await self._run(kind, command, delivery)
-                return "ack", answer
+                return Verdict.ACK, answer
             except JobdError as exc:
                 if exc.bad_input:
                     self.log.warning("command refused", code=exc.code.value, reason=exc.message)
-                    return "dead-letter", _error_answer(exc, uid)
+                    return Verdict.DEAD_LETTER, _error_answer(exc, uid)
                 self.log.info("command failed", code=exc.code.value, reason=exc.message)
-                return "ack", _error_answer(exc, uid)
+                return Verdict.ACK, _error_answer(exc, uid)
             except Exception as exc:
                 last = delivery.delivery_count + 1 >= self.delivery_limit
                 self.log.error(
                     "command crashed", error=repr(exc), attempt=delivery.delivery_count + 1, final=last
                 )
                 if not last:
-                    return "retry", None
+                    return Verdict.RETRY, None
                 failure = JobdError(f"internal error: {type(exc).__name__}", code=ErrorCode.INTERNAL)
-                return "dead-letter", _error_answer(failure)
+                return Verdict.DEAD_LETTER, _error_answer(failure)
 
     def _parse(self, kind: str, delivery: Delivery) -> Command:
         if len(delivery.body) > self.max_body_bytes:
@@ -220,13 +221,13 @@ class Dispatcher:
             raise UnknownJob(f"no schedule for uid {uid!r} (start a RecurringJob to make one)")
         message = "schedule"
         if kind == "schedule.pause":
-            record = await self.scheduler.set_state(uid, "paused") or record
+            record = await self.scheduler.set_state(uid, ScheduleState.PAUSED) or record
             message = f"the schedule is {record.state}"
         elif kind == "schedule.resume":
-            record = await self.scheduler.set_state(uid, "active") or record
+            record = await self.scheduler.set_state(uid, ScheduleState.ACTIVE) or record
             message = f"the schedule is {record.state}"
         elif kind == "schedule.trigger":
-            if record.state in ("removed", "retired"):
+            if record.state.is_final:
                 raise BadCommand(f"the schedule is {record.state}; it cannot fire")
             ran = await self.scheduler.trigger(uid, delivery.message_id or uuid.uuid4().hex)
             message = "fired now" if ran else "skipped: the previous run is still active (overlap: forbid)"

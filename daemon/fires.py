@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from .contracts import ScheduleState
 from .cron import CronSpec
 from .events import EventFactory
 from .firing import Plan
@@ -54,7 +55,7 @@ def record_fire(
     handled = max([*outcome.fire, *([outcome.last_missed] if outcome.last_missed else [])], default=None)
 
     def decide(current: ScheduleRecord) -> ScheduleChange | None:
-        if current.state != "active":
+        if current.state is not ScheduleState.ACTIVE:
             return None
         if handled is not None and current.last_fire is not None and current.last_fire >= handled:
             return None  # another daemon recorded this fire already
@@ -78,7 +79,7 @@ def record_fire(
                 )
             )
         if outcome.retired:
-            new.state = "retired"
+            new.state = ScheduleState.RETIRED
             new.next_fire = None
             out.append(events.schedule(new, "retired", message="past the schedule's end date"))
         return ScheduleChange(new, out)

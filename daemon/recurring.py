@@ -13,7 +13,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .contracts import BadCommand, JobEntity, ScheduleRun, ScheduleView, describe_validation_error
+from .contracts import (
+    BadCommand,
+    JobEntity,
+    ScheduleRun,
+    ScheduleState,
+    ScheduleView,
+    describe_validation_error,
+)
 from .cron import CronError, CronSpec
 from .firing import Policy, parse_timestamp
 from .store import ScheduleRecord
@@ -68,7 +75,7 @@ def new_schedule(
         label=entity.get("label"),
         start_date=start,
         end_date=end,
-        state="active",
+        state=ScheduleState.ACTIVE,
         last_fire=first_after,
         next_fire=next_fire,
         token=token,
@@ -85,7 +92,7 @@ def schedule_view(record: ScheduleRecord) -> ScheduleView:
         label=record.label,
         cron=record.cron,
         time_zone=record.time_zone,
-        state=record.state,  # type: ignore[arg-type]
+        state=record.state,
         next_fire=record.next_fire,
         last_fire=record.last_fire,
         start_date=record.start_date,

@@ -29,7 +29,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from .contracts import ACTIVE, Answer, Log, ScheduleCloudEvent
+from .contracts import ACTIVE, Answer, Log, ScheduleCloudEvent, ScheduleState
 from .cron import CronSpec
 from .events import EventFactory
 from .fires import cron_spec, fire_message_id, record_fire, start_body
@@ -97,7 +97,7 @@ class Scheduler:
     async def start(self) -> int:
         """Load every active schedule's next fire and start the loop; returns how many."""
         for uid, state, next_fire in await self.store.schedules():
-            if state == "active" and next_fire is not None:
+            if state == ScheduleState.ACTIVE and next_fire is not None:
                 self._push(uid, next_fire)
         self._task = asyncio.create_task(self._loop(), name="scheduler")
         return len(self._next)
@@ -237,7 +237,7 @@ class Scheduler:
         ready: list[tuple[ScheduleRecord, Plan, str, bytes]] = []
         for uid in uids:
             record = records.get(uid)
-            if record is None or record.state != "active":
+            if record is None or record.state is not ScheduleState.ACTIVE:
                 self._firing_at.pop(uid, None)
                 continue
             outcome, policy = self._plan(record, instant)
@@ -262,7 +262,9 @@ class Scheduler:
         updated = await self.store.modify_schedules(decisions)
         for uid in decisions:
             new = updated.get(uid)
-            self.reschedule(uid, new.next_fire if new is not None and new.state == "active" else None)
+            self.reschedule(
+                uid, new.next_fire if new is not None and new.state is ScheduleState.ACTIVE else None
+            )
         return fires
 
     async def _guarded_fire(self, uid: str, record: ScheduleRecord | None = None) -> None:
@@ -309,7 +311,7 @@ class Scheduler:
         """
         if record is None:
             record = await self.store.get_schedule(uid)
-        if record is None or record.state != "active":
+        if record is None or record.state is not ScheduleState.ACTIVE:
             self._firing_at.pop(uid, None)
             return
         now = self.clock()
@@ -322,7 +324,9 @@ class Scheduler:
             else:
                 skipped.append(scheduled)
         updated = await self.store.modify_schedule(uid, record_fire(self.events, outcome, started, skipped))
-        self.reschedule(uid, updated.next_fire if updated is not None and updated.state == "active" else None)
+        self.reschedule(
+            uid, updated.next_fire if updated is not None and updated.state is ScheduleState.ACTIVE else None
+        )
 
     async def _holdable(
         self, record: ScheduleRecord, outcome: Plan, policy: Policy, instant: datetime
@@ -389,7 +393,7 @@ class Scheduler:
             return None  # a duplicate: the normal path answers it from the key
         record = await self.store.get_schedule(uid)
         reason = None
-        if record is None or record.state != "active":
+        if record is None or record.state is not ScheduleState.ACTIVE:
             reason = f"the schedule is {record.state if record else 'gone'}"
         elif Policy.from_entity(record.policy).overlap == "forbid" and await self._active_run(record):
             reason = "the previous run is still active"
@@ -402,17 +406,21 @@ class Scheduler:
         existing = await self.store.remember(key, uid, answer.encode(), events)
         return existing or answer.encode()
 
-    async def set_state(self, uid: str, state: str) -> ScheduleRecord | None:
+    async def set_state(self, uid: str, state: ScheduleState) -> ScheduleRecord | None:
         """Pause, resume or remove. Resuming skips what fell due while paused: it starts afresh from now."""
         now = self.clock()
         events = self.events
-        event = {"paused": "paused", "active": "resumed", "removed": "removed"}[state]
+        event = {
+            ScheduleState.PAUSED: "paused",
+            ScheduleState.ACTIVE: "resumed",
+            ScheduleState.REMOVED: "removed",
+        }[state]
 
         def decide(current: ScheduleRecord) -> ScheduleChange | None:
-            if current.state in ("removed", "retired") or current.state == state:
+            if current.state.is_final or current.state is state:
                 return None
             new = dataclasses.replace(current, state=state)
-            if state == "active":
+            if state is ScheduleState.ACTIVE:
                 spec = CronSpec.parse(current.cron, current.time_zone)
                 start = max(now, current.start_date) if current.start_date else now
                 new.last_fire = now
@@ -423,7 +431,7 @@ class Scheduler:
 
         updated = await self.store.modify_schedule(uid, decide)
         if updated is not None:
-            self.reschedule(uid, updated.next_fire if updated.state == "active" else None)
+            self.reschedule(uid, updated.next_fire if updated.state is ScheduleState.ACTIVE else None)
         return updated
 
     async def close(self) -> None:
@@ -431,3 +439,8 @@ class Scheduler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _next_if_active(record: ScheduleRecord | None) -> datetime | None:
+    """When an active schedule fires next; None for one that is not (it leaves the heap)."""
+    return record.next_fire if record is not None and record.state is ScheduleState.ACTIVE else None

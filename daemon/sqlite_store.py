@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .contracts import ACTIVE, JobStatus
+from .contracts import ACTIVE, JobStatus, ScheduleState
 from .store import (
     Change,
     JobRecord,
@@ -154,7 +154,7 @@ def _row_to_schedule(row: sqlite3.Row) -> ScheduleRecord:
         label=row["label"],
         start_date=_dt(row["start_date"]),
         end_date=_dt(row["end_date"]),
-        state=row["state"],
+        state=ScheduleState(row["state"]),
         next_fire=_dt(row["next_fire"]),
         last_fire=_dt(row["last_fire"]),
         runs=json.loads(row["runs"]),

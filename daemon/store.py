@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from .contracts import Handle, JobStatus
+from .contracts import Handle, JobStatus, ScheduleState
 
 __all__ = [
     "Change",
@@ -66,7 +66,7 @@ class ScheduleRecord:
     label: str | None = None
     start_date: datetime | None = None
     end_date: datetime | None = None
-    state: str = "active"  # active, paused, retired, removed
+    state: ScheduleState = ScheduleState.ACTIVE
     next_fire: datetime | None = None
     #: The newest scheduled time already handled (fired, skipped or missed).
     last_fire: datetime | None = None

@@ -21,7 +21,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from .errors import ErrorCode
-from .status import JobStatus
+from .status import JobStatus, ScheduleState
 
 __all__ = [
     "COMMAND_MODELS",
@@ -191,7 +191,7 @@ class ScheduleView(_Wire):
     label: str | None = None
     cron: str
     time_zone: str
-    state: Literal["active", "paused", "retired", "removed"]
+    state: ScheduleState
     next_fire: datetime | None = None
     last_fire: datetime | None = None
     start_date: datetime | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["ACTIVE", "TERMINAL", "JobStatus", "routing_word"]
+__all__ = ["ACTIVE", "TERMINAL", "JobStatus", "ScheduleState", "routing_word"]
 
 
 class JobStatus(StrEnum):
@@ -22,6 +22,20 @@ class JobStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self in TERMINAL
+
+
+class ScheduleState(StrEnum):
+    """Where a recurring job's schedule stands: firing, paused by request, past its end, or removed."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    RETIRED = "retired"
+    REMOVED = "removed"
+
+    @property
+    def is_final(self) -> bool:
+        """Retired and removed schedules never fire again, whatever is asked of them."""
+        return self in (ScheduleState.RETIRED, ScheduleState.REMOVED)
 
 
 #: A job in one of these states is over: the watcher lets go of it and nothing changes it again.
