@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -37,6 +38,7 @@ from .fires import fire_message_id
 from .jobs import Jobs
 from .recurring import schedule_view
 from .scheduler import Scheduler
+from .store import ScheduleRecord
 
 __all__ = ["MAX_DEPTH", "Dispatcher", "parse_body", "start_key"]
 
@@ -123,6 +125,12 @@ class Dispatcher:
         self.log = log
         self.max_body_bytes = max_body_bytes
         self.delivery_limit = delivery_limit
+        self._handlers = self._table()
+
+    @property
+    def commands(self) -> frozenset[str]:
+        """The command names this dispatcher handles."""
+        return frozenset(self._handlers)
 
     async def __call__(self, delivery: Delivery) -> tuple[Verdict, bytes | None]:
         kind = delivery.kind or delivery.routing_key or ""
@@ -172,68 +180,101 @@ class Dispatcher:
             raise BadCommand(f"{kind}: {exc}") from None
 
     async def _run(self, kind: str, command: Command, delivery: Delivery) -> bytes:
-        jobs = self.jobs
-        if isinstance(command, StartCommand):
-            key = start_key(delivery.message_id) if delivery.message_id else None
-            uid, scheduled = command.schedule, command.scheduled_for
-            if (
-                key is not None
-                and uid is not None
-                and scheduled is not None
-                and delivery.message_id == fire_message_id(uid, scheduled)  # a scheduled fire, not a trigger
-            ):
-                refused = await self.scheduler.admit(uid, scheduled, key)
-                if refused is not None:
-                    return refused
-            # The launch (or the first fire) follows from the commit itself (the store's on_insert),
-            # so a handler cancelled after the commit, by a dropped connection say, loses nothing.
-            answer, record, schedule = await jobs.accept(command, key=key, user_id=delivery.user_id)
-            if schedule is not None:
-                self.log.info("schedule registered", uid=schedule.uid, cron=schedule.cron)
-            elif record is not None:
-                self.log.info("job accepted", uid=record.uid, runner_type=record.runner_type)
-            return answer
-        if isinstance(command, ProgressCommand):
-            record = await jobs.progress(command)
-            return self._dump(jobs.answer(record, "progress recorded"))
-        if isinstance(command, ScheduleListCommand):
-            views = [schedule_view(s) for s in await jobs.store.list_schedules()]
-            return self._dump(Answer(ok=True, message=f"{len(views)} schedule(s)", schedules=views))
-        assert isinstance(command, UidCommand)
-        with structlog.contextvars.bound_contextvars(uid=command.uid):
-            if kind.startswith("schedule."):
-                return await self._schedule(kind, command.uid, delivery)
-            if kind == "job.status":
-                return self._dump(jobs.answer(await jobs.get(command.uid), "status"))
-            if kind == "job.result":
-                return self._dump(await jobs.result(command.uid))
-            record, stopped = await self.control.stop_job(command.uid)
-            if stopped:
-                self.log.info("job stopped", uid=record.uid)
-            message = "stopped" if stopped else f"nothing to stop: the job is {record.status.value}"
-            return self._dump(jobs.answer(record, message))
+        handler = self._handlers[kind]  # COMMAND_MODELS and the table name the same commands
+        if isinstance(command, UidCommand):
+            with structlog.contextvars.bound_contextvars(uid=command.uid):
+                return await handler(command, delivery)
+        return await handler(command, delivery)
 
-    async def _schedule(self, kind: str, uid: str, delivery: Delivery) -> bytes:
-        """``schedule.show|pause|resume|trigger`` for the recurring job ``uid``."""
-        store = self.jobs.store
-        record = await store.get_schedule(uid)
+    def _table(self) -> dict[str, Callable[[Any, Delivery], Awaitable[bytes]]]:
+        """The command table: one handler per command name, each answering with the answer's bytes."""
+        return {
+            "job.start": self._start,
+            "job.stop": self._stop,
+            "job.status": self._status,
+            "job.result": self._result,
+            "job.progress": self._progress,
+            "schedule.list": self._list_schedules,
+            "schedule.show": self._show_schedule,
+            "schedule.pause": self._pause_schedule,
+            "schedule.resume": self._resume_schedule,
+            "schedule.trigger": self._trigger_schedule,
+        }
+
+    async def _start(self, command: StartCommand, delivery: Delivery) -> bytes:
+        key = start_key(delivery.message_id) if delivery.message_id else None
+        uid, scheduled = command.schedule, command.scheduled_for
+        if (
+            key is not None
+            and uid is not None
+            and scheduled is not None
+            and delivery.message_id == fire_message_id(uid, scheduled)  # a scheduled fire, not a trigger
+        ):
+            refused = await self.scheduler.admit(uid, scheduled, key)
+            if refused is not None:
+                return refused
+        # The launch (or the first fire) follows from the commit itself (the store's on_insert),
+        # so a handler cancelled after the commit, by a dropped connection say, loses nothing.
+        answer, record, schedule = await self.jobs.accept(command, key=key, user_id=delivery.user_id)
+        if schedule is not None:
+            self.log.info("schedule registered", uid=schedule.uid, cron=schedule.cron)
+        elif record is not None:
+            self.log.info("job accepted", uid=record.uid, runner_type=record.runner_type)
+        return answer
+
+    async def _stop(self, command: UidCommand, delivery: Delivery) -> bytes:
+        record, stopped = await self.control.stop_job(command.uid)
+        if stopped:
+            self.log.info("job stopped", uid=record.uid)
+        message = "stopped" if stopped else f"nothing to stop: the job is {record.status.value}"
+        return self._dump(self.jobs.answer(record, message))
+
+    async def _status(self, command: UidCommand, delivery: Delivery) -> bytes:
+        return self._dump(self.jobs.answer(await self.jobs.get(command.uid), "status"))
+
+    async def _result(self, command: UidCommand, delivery: Delivery) -> bytes:
+        return self._dump(await self.jobs.result(command.uid))
+
+    async def _progress(self, command: ProgressCommand, delivery: Delivery) -> bytes:
+        record = await self.jobs.progress(command)
+        return self._dump(self.jobs.answer(record, "progress recorded"))
+
+    async def _list_schedules(self, command: ScheduleListCommand, delivery: Delivery) -> bytes:
+        views = [schedule_view(s) for s in await self.jobs.store.list_schedules()]
+        return self._dump(Answer(ok=True, message=f"{len(views)} schedule(s)", schedules=views))
+
+    async def _schedule_of(self, uid: str) -> ScheduleRecord:
+        record = await self.jobs.store.get_schedule(uid)
         if record is None:
             raise UnknownJob(f"no schedule for uid {uid!r} (start a RecurringJob to make one)")
-        message = "schedule"
-        if kind == "schedule.pause":
-            record = await self.scheduler.set_state(uid, ScheduleState.PAUSED) or record
-            message = f"the schedule is {record.state}"
-        elif kind == "schedule.resume":
-            record = await self.scheduler.set_state(uid, ScheduleState.ACTIVE) or record
-            message = f"the schedule is {record.state}"
-        elif kind == "schedule.trigger":
-            if record.state.is_final:
-                raise BadCommand(f"the schedule is {record.state}; it cannot fire")
-            ran = await self.scheduler.trigger(uid, delivery.message_id or uuid.uuid4().hex)
-            message = "fired now" if ran else "skipped: the previous run is still active (overlap: forbid)"
-            record = await store.get_schedule(uid) or record
+        return record
+
+    async def _show_schedule(self, command: UidCommand, delivery: Delivery) -> bytes:
+        return self._schedule_answer(await self._schedule_of(command.uid), "schedule")
+
+    async def _pause_schedule(self, command: UidCommand, delivery: Delivery) -> bytes:
+        return await self._set_schedule(command.uid, ScheduleState.PAUSED)
+
+    async def _resume_schedule(self, command: UidCommand, delivery: Delivery) -> bytes:
+        return await self._set_schedule(command.uid, ScheduleState.ACTIVE)
+
+    async def _set_schedule(self, uid: str, state: ScheduleState) -> bytes:
+        record = await self._schedule_of(uid)
+        record = await self.scheduler.set_state(uid, state) or record
+        return self._schedule_answer(record, f"the schedule is {record.state}")
+
+    async def _trigger_schedule(self, command: UidCommand, delivery: Delivery) -> bytes:
+        uid = command.uid
+        record = await self._schedule_of(uid)
+        if record.state.is_final:
+            raise BadCommand(f"the schedule is {record.state}; it cannot fire")
+        ran = await self.scheduler.trigger(uid, delivery.message_id or uuid.uuid4().hex)
+        message = "fired now" if ran else "skipped: the previous run is still active (overlap: forbid)"
+        return self._schedule_answer(await self.jobs.store.get_schedule(uid) or record, message)
+
+    def _schedule_answer(self, record: ScheduleRecord, message: str) -> bytes:
         view = schedule_view(record)
-        return self._dump(Answer(ok=True, uid=uid, message=message, schedule=view))
+        return self._dump(Answer(ok=True, uid=record.uid, message=message, schedule=view))
 
     @staticmethod
     def _dump(answer: Answer) -> bytes:
