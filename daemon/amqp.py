@@ -349,12 +349,13 @@ class Replier:
                 await self._wake.wait()
                 continue
             now = loop.time()
-            for late in [r for r in self._pending if r.deadline < now]:
-                self._pending.remove(late)
-                self._log(
-                    "answer dropped", reason="the broker took no answer in time", reply_to=late.reply_to
-                )
-            if not self._pending:
+            if self._pending[0].deadline < now:  # the oldest first: late ones are at the front
+                late = [r for r in self._pending if r.deadline < now]
+                self._pending = [r for r in self._pending if r.deadline >= now]
+                for reply in late:
+                    self._log(
+                        "answer dropped", reason="the broker took no answer in time", reply_to=reply.reply_to
+                    )
                 continue
             try:
                 channel = await self._open()
@@ -366,10 +367,12 @@ class Replier:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            suspects = [r for r in self._pending if r.suspect]
-            batch = suspects[:1] or list(self._pending)
-            for reply in batch:
-                self._pending.remove(reply)
+            suspect = next((r for r in self._pending if r.suspect), None)
+            if suspect is not None:  # one at a time, so a second close names its cause
+                self._pending.remove(suspect)
+                batch = [suspect]
+            else:
+                batch, self._pending = self._pending, []
             outcomes = await asyncio.gather(*(self._publish(channel, r) for r in batch))
             failed = [r for r, error in zip(batch, outcomes, strict=True) if error is not None]
             if not failed:
