@@ -12,21 +12,21 @@ from typing import Any
 
 import structlog
 
-from . import amqp
-from .config import Settings
-from .contracts import Log, RunnerPlugin
-from .control import JobService
-from .dispatch import Dispatcher, start_key
-from .dmss import DmssClient
-from .events import EventFactory
-from .jobs import Jobs
-from .outbox import OutboxRelay
-from .registry import Registry
-from .scheduler import Scheduler
-from .sqlite_store import SqliteStore
-from .store import JobRecord, ScheduleRecord
-from .supervisor import Supervisor
-from .writeback import WritebackRelay
+from daemon.bus import amqp
+from daemon.config import Settings
+from daemon.contracts import Log, RunnerPlugin
+from daemon.dmss.client import DmssClient
+from daemon.dmss.writeback import WritebackRelay
+from daemon.jobs.control import JobService
+from daemon.jobs.dispatch import Dispatcher, start_key
+from daemon.jobs.events import EventFactory
+from daemon.jobs.outbox import OutboxRelay
+from daemon.jobs.registry import Registry
+from daemon.jobs.service import Jobs
+from daemon.jobs.supervisor import Supervisor
+from daemon.scheduling.scheduler import Scheduler
+from daemon.store.records import JobRecord, ScheduleRecord
+from daemon.store.sqlite import SqliteStore
 
 __all__ = ["Daemon", "runner_environ"]
 
@@ -190,6 +190,7 @@ class Daemon:
             prefetch=s.prefetch,
             delivery_limit=s.delivery_limit,
             on_error=unsettled,
+            log=self.log.warning,
         )
         self._on_close("consumer", self.consumer.stop)
         await self.consumer.start()

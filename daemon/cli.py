@@ -15,9 +15,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from .client import EventStream
-from .config import Settings
-from .contracts import Answer, CloudEvent, JobStatus, ScheduleView
+from daemon.client import EventStream
+from daemon.config import Settings
+from daemon.contracts import Answer, CloudEvent, JobStatus, ScheduleView
 
 __all__ = ["main"]
 
@@ -27,7 +27,7 @@ class UsageError(Exception):
 
 
 def amqp_commands_queue() -> str:
-    from .amqp import COMMANDS
+    from daemon.bus.amqp import COMMANDS
 
     return COMMANDS
 
@@ -99,9 +99,9 @@ def _run_daemon(settings: Settings) -> int:
     """
     import structlog
 
-    from .amqp import BrokerRefused
-    from .app import Daemon
-    from .localbroker import LocalBroker, ensure_installed
+    from daemon.app import Daemon
+    from daemon.bus.amqp import BrokerRefused
+    from daemon.localbroker import LocalBroker, ensure_installed
 
     log = structlog.get_logger("dm-jobd")
     broker_dir: Path | None = None
@@ -136,7 +136,7 @@ def _run_daemon(settings: Settings) -> int:
 
 
 async def _client_command(args: argparse.Namespace, settings: Settings) -> int:
-    from .client import JobdClient
+    from daemon.client import JobdClient
 
     client = await JobdClient.connect(_broker_url(settings), timeout=args.timeout)
     async with client:
@@ -209,8 +209,8 @@ async def _follow(events: EventStream, uid: str, as_json: bool) -> int:
 def _runners(settings: Settings) -> int:
     import structlog
 
-    from .app import runner_environ
-    from .registry import Registry
+    from daemon.app import runner_environ
+    from daemon.jobs.registry import Registry
 
     registry = Registry.load(
         state_dir=settings.state_dir,
@@ -264,7 +264,7 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings()
-    from .logs import configure
+    from daemon.logs import configure
 
     configure(fmt=settings.log_format, level=settings.log_level if args.command == "run" else "warning")
     try:

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import amqp
-from .contracts import Answer, CloudEvent, JobStatus, ResultAnswer
+from daemon.bus import amqp
+from daemon.contracts import Answer, CloudEvent, JobStatus, ResultAnswer
 
 __all__ = ["EventStream", "JobdClient"]
 

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from daemon.cron import CronError, CronSpec
-from daemon.firing import Plan, Policy, parse_duration, parse_timestamp, plan
+from daemon.scheduling.cron import CronError, CronSpec
+from daemon.scheduling.policy import Plan, Policy, parse_duration, parse_timestamp, plan
 
 OSLO = ZoneInfo("Europe/Oslo")
 NEW_YORK = ZoneInfo("America/New_York")

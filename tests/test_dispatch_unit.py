@@ -8,7 +8,7 @@ import pytest
 import structlog
 
 from daemon.contracts import COMMAND_MODELS, BadCommand, ErrorCode
-from daemon.dispatch import MAX_DEPTH, Dispatcher, parse_body
+from daemon.jobs.dispatch import MAX_DEPTH, Dispatcher, parse_body
 
 
 def test_every_command_has_exactly_one_handler() -> None:

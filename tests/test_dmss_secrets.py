@@ -15,7 +15,7 @@ from daemon.app import Daemon
 from daemon.client import JobdClient
 from daemon.config import Settings
 from daemon.contracts import DmssError, DmssUnavailable, ErrorCode
-from daemon.dmss import DmssClient, complete_address
+from daemon.dmss.client import DmssClient, complete_address
 
 WRONG = "wrong-tok-77aa55cc-secret"
 

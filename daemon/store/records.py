@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from .contracts import Handle, JobStatus, ScheduleState
+from daemon.contracts import Handle, JobStatus, ScheduleState
 
 __all__ = [
     "Change",

@@ -17,7 +17,7 @@ arithmetic does not follow cron's rules on the days the clocks change. The rules
 So ``0 * * * *`` in Europe/Oslo fires 23 times on spring-forward day and 25 on fall-back day, and
 ``30 2 * * *`` fires exactly once on each. Several wall times that land on one instant fire once.
 
-What to do with the fires (overlap, catch-up after downtime, jitter) is :mod:`daemon.firing`'s job.
+What to do with the fires (overlap, catch-up after downtime, jitter) is :mod:`daemon.scheduling.policy`'s job.
 """
 
 from __future__ import annotations

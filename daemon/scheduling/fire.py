@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .contracts import ScheduleState
-from .cron import CronSpec
-from .events import EventFactory
-from .firing import Plan
-from .store import PendingEvent, ScheduleChange, ScheduleRecord
+from daemon.contracts import ScheduleState
+from daemon.jobs.events import EventFactory
+from daemon.scheduling.cron import CronSpec
+from daemon.scheduling.policy import Plan
+from daemon.store.records import PendingEvent, ScheduleChange, ScheduleRecord
 
 __all__ = ["cron_spec", "fire_message_id", "record_fire", "start_body"]
 

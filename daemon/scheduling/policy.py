@@ -1,7 +1,8 @@
 """What to fire for a schedule: its policies, the plan after a pause, and the CronJob's times.
 
-Pure like :mod:`daemon.cron`, whose fire times it builds on: every "now" is a parameter. The plan is the
-part that must never wedge: however long the daemon was down, deciding what to fire is bounded work.
+Pure like :mod:`daemon.scheduling.cron`, whose fire times it builds on: every "now" is a parameter.
+The plan is the part that must never wedge: however long the daemon was down, deciding what to fire
+is bounded work.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
-from .cron import TICK, CronError, CronSpec, Exhausted, aware_utc
+from daemon.scheduling.cron import TICK, CronError, CronSpec, Exhausted, aware_utc
 
 __all__ = [
     "CatchUpMode",

@@ -17,9 +17,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .boundary import GuardedRunner
-from .config import Settings
-from .contracts import (
+from daemon.config import Settings
+from daemon.contracts import (
     Answer,
     BadCommand,
     Base64Result,
@@ -39,12 +38,19 @@ from .contracts import (
     UnknownJob,
     describe_validation_error,
 )
-from .dmss import DmssClient
-from .events import EventFactory
-from .recurring import RECURRING_HANDLER, RECURRING_JOB, is_recurring, new_schedule, schedule_view
-from .registry import Registry
-from .store import Change, JobRecord, JobStore, PendingEvent, ScheduleRecord
-from .writeback import writebacks_for
+from daemon.dmss.client import DmssClient
+from daemon.dmss.writeback import writebacks_for
+from daemon.jobs.boundary import GuardedRunner
+from daemon.jobs.events import EventFactory
+from daemon.jobs.registry import Registry
+from daemon.scheduling.recurring import (
+    RECURRING_HANDLER,
+    RECURRING_JOB,
+    is_recurring,
+    new_schedule,
+    schedule_view,
+)
+from daemon.store.records import Change, JobRecord, JobStore, PendingEvent, ScheduleRecord
 
 __all__ = ["JOB_TYPES", "Jobs", "job_env"]
 

@@ -14,8 +14,7 @@ import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from .boundary import GuardedRunner
-from .contracts import (
+from daemon.contracts import (
     Handle,
     JobdError,
     JobSpec,
@@ -24,8 +23,9 @@ from .contracts import (
     RunnerError,
     RunnerStatus,
 )
-from .jobs import Jobs
-from .store import JobRecord
+from daemon.jobs.boundary import GuardedRunner
+from daemon.jobs.service import Jobs
+from daemon.store.records import JobRecord
 
 __all__ = ["Supervisor"]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from .amqp import AmqpUnavailable, EventPublisher, Outgoing
-from .contracts import Log
-from .store import JobStore
+from daemon.bus.amqp import AmqpUnavailable, EventPublisher, Outgoing
+from daemon.contracts import Log
+from daemon.store.records import JobStore
 
 __all__ = ["OutboxRelay"]
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
-from .contracts import DmssError, DmssUnavailable, ErrorCode
+from daemon.contracts import DmssError, DmssUnavailable, ErrorCode
 
 __all__ = ["DmssClient", "complete_address", "data_source_of", "strip_scheme"]
 

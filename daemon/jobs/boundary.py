@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from .contracts import (
+from daemon.contracts import (
     Handle,
     JobdError,
     JobResult,

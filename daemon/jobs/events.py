@@ -5,8 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from .contracts import CloudEvent, EventData, JobStatus, ScheduleCloudEvent, ScheduleEventData, routing_word
-from .store import JobRecord, PendingEvent, ScheduleRecord
+from daemon.contracts import (
+    CloudEvent,
+    EventData,
+    JobStatus,
+    ScheduleCloudEvent,
+    ScheduleEventData,
+    routing_word,
+)
+from daemon.store.records import JobRecord, PendingEvent, ScheduleRecord
 
 __all__ = ["EventFactory"]
 

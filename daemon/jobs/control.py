@@ -8,12 +8,12 @@ address, so it is durable, evented and launched from its commit like any other.
 
 from __future__ import annotations
 
-from .contracts import Answer, JobStatus, Registered, ScheduleState, StartCommand
-from .jobs import Jobs
-from .recurring import RECURRING_HANDLER
-from .scheduler import Scheduler
-from .store import JobRecord
-from .supervisor import Supervisor
+from daemon.contracts import Answer, JobStatus, Registered, ScheduleState, StartCommand
+from daemon.jobs.service import Jobs
+from daemon.jobs.supervisor import Supervisor
+from daemon.scheduling.recurring import RECURRING_HANDLER
+from daemon.scheduling.scheduler import Scheduler
+from daemon.store.records import JobRecord
 
 __all__ = ["JobService"]
 

@@ -1,6 +1,6 @@
 """Finding runners: the ``dm_jobd.runners`` entry-point group, then dm-job style handler folders.
 
-Every runner is kept behind the error boundary (:class:`~daemon.boundary.GuardedRunner`).
+Every runner is kept behind the error boundary (:class:`~daemon.jobs.boundary.GuardedRunner`).
 A plugin that is switched off or fails to load still claims its types, so a job for it is refused with
 the reason ("the shell runner is off: set DM_JOBD_ENABLE_SHELL=1") instead of "unknown runner".
 """
@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .boundary import GuardedRunner
-from .contracts import (
+from daemon.contracts import (
     JobControl,
     Log,
     Runner,
@@ -24,6 +23,7 @@ from .contracts import (
     RunnerUnavailable,
     UnknownRunner,
 )
+from daemon.jobs.boundary import GuardedRunner
 
 __all__ = ["ENTRY_POINT_GROUP", "Entry", "Registry"]
 

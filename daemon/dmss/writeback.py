@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from .contracts import DmssError, DmssUnavailable, JobResult, JobStatus, Log
-from .dmss import DmssClient, data_source_of
-from .store import JobRecord, JobStore, PendingWriteback, WritebackRow
+from daemon.contracts import DmssError, DmssUnavailable, JobResult, JobStatus, Log
+from daemon.dmss.client import DmssClient, data_source_of
+from daemon.store.records import JobRecord, JobStore, PendingWriteback, WritebackRow
 
 __all__ = ["ENTITY", "RESULT", "WritebackRelay", "entity_update", "result_document", "writebacks_for"]
 

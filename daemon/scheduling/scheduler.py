@@ -11,7 +11,7 @@ again after the restart with the same id (a no-op), and of two daemons only one 
 
 Bursts are handed to the broker early. When at least ``burst`` schedules fall due at one instant, their
 start commands are published up to ``lead`` seconds ahead into a hold queue that releases them at
-that instant (:class:`daemon.amqp.CommandHold`): the broker moves thousands of messages in a fraction
+that instant (:class:`daemon.bus.amqp.CommandHold`): the broker moves thousands of messages in a fraction
 of a second, where publishing them at the instant takes seconds. Only fires whose decision cannot
 change are held: no jitter, and no active run unless the overlap policy is ``allow``; the others fire
 at their instant as usual. Pause, removal and ``forbid`` are checked again when a fire's command
@@ -29,12 +29,12 @@ import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from .contracts import ACTIVE, Answer, Log, ScheduleCloudEvent, ScheduleState
-from .cron import CronSpec
-from .events import EventFactory
-from .fires import cron_spec, fire_message_id, record_fire, start_body
-from .firing import Plan, Policy, plan
-from .store import JobStore, ScheduleChange, ScheduleRecord
+from daemon.contracts import ACTIVE, Answer, Log, ScheduleCloudEvent, ScheduleState
+from daemon.jobs.events import EventFactory
+from daemon.scheduling.cron import CronSpec
+from daemon.scheduling.fire import cron_spec, fire_message_id, record_fire, start_body
+from daemon.scheduling.policy import Plan, Policy, plan
+from daemon.store.records import JobStore, ScheduleChange, ScheduleRecord
 
 __all__ = ["Hold", "Landed", "Publish", "Scheduler"]
 

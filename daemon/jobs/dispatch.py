@@ -15,8 +15,8 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from .amqp import Delivery, Verdict
-from .contracts import (
+from daemon.bus.amqp import Delivery, Verdict
+from daemon.contracts import (
     COMMAND_MODELS,
     Answer,
     BadCommand,
@@ -33,12 +33,12 @@ from .contracts import (
     UnknownJob,
     describe_validation_error,
 )
-from .control import JobService
-from .fires import fire_message_id
-from .jobs import Jobs
-from .recurring import schedule_view
-from .scheduler import Scheduler
-from .store import ScheduleRecord
+from daemon.jobs.control import JobService
+from daemon.jobs.service import Jobs
+from daemon.scheduling.fire import fire_message_id
+from daemon.scheduling.recurring import schedule_view
+from daemon.scheduling.scheduler import Scheduler
+from daemon.store.records import ScheduleRecord
 
 __all__ = ["MAX_DEPTH", "Dispatcher", "parse_body", "start_key"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .contracts import (
+from daemon.contracts import (
     BadCommand,
     JobEntity,
     ScheduleRun,
@@ -21,9 +21,9 @@ from .contracts import (
     ScheduleView,
     describe_validation_error,
 )
-from .cron import CronError, CronSpec
-from .firing import Policy, parse_timestamp
-from .store import ScheduleRecord
+from daemon.scheduling.cron import CronError, CronSpec
+from daemon.scheduling.policy import Policy, parse_timestamp
+from daemon.store.records import ScheduleRecord
 
 __all__ = ["RECURRING_HANDLER", "RECURRING_JOB", "is_recurring", "new_schedule", "schedule_view"]
 

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .contracts import ACTIVE, JobStatus, ScheduleState
-from .store import (
+from daemon.contracts import ACTIVE, JobStatus, ScheduleState
+from daemon.store.records import (
     Change,
     JobRecord,
     OutboxRow,
@@ -238,7 +238,7 @@ def _append_run(
 
 
 class SqliteStore:
-    """A :class:`~daemon.store.JobStore` in one SQLite file."""
+    """A :class:`~daemon.store.records.JobStore` in one SQLite file."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path

@@ -119,6 +119,26 @@ async def connect_when_up(
         backoff = min(backoff * 2, backoff_max)
 
 
+async def _replace_channel(
+    connection: AbstractRobustConnection, old: AbstractChannel | None, *, confirms: bool
+) -> AbstractChannel:
+    """A new channel in place of one that is closed while its connection is up again.
+
+    Why: aio-pika's robust channels sometimes fail to come back after a broker restart (their close
+    callback finds the connection closed and gives up), leaving a robust connection with a dead
+    channel for ever. The old one is closed for good first, so it cannot come back beside the new one.
+    """
+    if connection.is_closed:
+        raise AmqpUnavailable("the broker connection is down; waiting for it to come back")
+    if old is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.close(), 5)
+    try:
+        return await connection.channel(publisher_confirms=confirms)
+    except Exception as exc:
+        raise AmqpUnavailable(f"cannot open a channel: {exc}") from exc
+
+
 async def declare_topology(channel: AbstractChannel, *, delivery_limit: int) -> AbstractQueue:
     """Declare the exchanges and queues of the wire contract; returns the command queue."""
     commands = await channel.declare_exchange(COMMANDS, aio_pika.ExchangeType.TOPIC, durable=True)
@@ -213,9 +233,11 @@ class CommandConsumer:
         prefetch: int,
         delivery_limit: int,
         on_error: Callable[[Exception], None] = lambda exc: None,
+        log: Callable[..., Any] = lambda event, **kw: None,
     ) -> None:
         self._connection = connection
         self._on_error = on_error
+        self._log = log
         self._answer = answer
         self._handler = handler
         self._prefetch = prefetch
@@ -226,12 +248,39 @@ class CommandConsumer:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._watchdog: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._channel = await self._connection.channel()
-        await self._channel.set_qos(prefetch_count=self._prefetch)
-        self._queue = await declare_topology(self._channel, delivery_limit=self._delivery_limit)
+    async def start(self, *, check_every: float = 2.0) -> None:
+        await self._consume(await self._connection.channel())
+        self._watchdog = asyncio.create_task(self._watch(check_every), name="command channel watchdog")
+
+    async def _consume(self, channel: AbstractChannel) -> None:
+        self._channel = channel
+        await channel.set_qos(prefetch_count=self._prefetch)
+        self._queue = await declare_topology(channel, delivery_limit=self._delivery_limit)
         self._tag = await self._queue.consume(self._on_message)
+
+    async def _watch(self, every: float) -> None:
+        """Consume again on a fresh channel if the robust one stays closed while its connection is up.
+
+        A channel closed twice in a row, ``every`` seconds apart, with the connection open, is one
+        aio-pika did not restore after a broker restart: without this the daemon would consume nothing.
+        """
+        closed_before = False
+        while True:
+            await asyncio.sleep(every)  # a periodic check, not a synchronisation
+            closed = self._channel is None or self._channel.is_closed
+            if closed and closed_before and not self._connection.is_closed:
+                try:
+                    await self._consume(
+                        await _replace_channel(self._connection, self._channel, confirms=False)
+                    )
+                except Exception as exc:
+                    self._log("the command channel cannot be opened again yet", error=str(exc))
+                else:
+                    self._log("the command channel did not come back with the connection; consuming anew")
+                closed = False
+            closed_before = closed
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # aio-pika already runs each delivery in a task of its own: process it right here.
@@ -263,6 +312,11 @@ class CommandConsumer:
         Bounded, because with the broker gone nothing can be settled: what is unsettled is redelivered
         and, its effect being in the store, answered from there.
         """
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watchdog
+            self._watchdog = None
         if self._queue is not None and self._tag is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._queue.cancel(self._tag), timeout)
@@ -479,10 +533,21 @@ class EventPublisher:
             self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
         )
 
+    async def _heal(self) -> None:
+        """Open a fresh channel when the robust one did not come back with its connection."""
+        self._channel = await _replace_channel(self._connection, self._channel, confirms=True)
+        try:
+            self._exchange = await self._channel.declare_exchange(
+                self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+        except Exception as exc:
+            raise AmqpUnavailable(f"cannot declare {self._exchange_name}: {exc}") from exc
+
     async def publish(self, messages: Sequence[Outgoing]) -> list[bool]:
         """Publish all, wait for every confirm; ``True`` where the broker confirmed."""
         if self._exchange is None or self._channel is None or self._channel.is_closed:
-            raise AmqpUnavailable("the event channel is not open")
+            await self._heal()  # AmqpUnavailable while the connection is down
+        assert self._exchange is not None
         exchange = self._exchange
 
         def one(m: Outgoing) -> Awaitable[bool]:
@@ -534,9 +599,10 @@ class CommandHold:
         A message whose hold queue vanished is returned by the broker (mandatory) and counts as not
         confirmed, so the caller publishes it directly instead of losing it.
         """
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await _replace_channel(self._connection, self._channel, confirms=True)
+            self._declared.clear()
         channel = self._channel
-        if channel is None or channel.is_closed:
-            raise AmqpUnavailable("the hold channel is not open")
         declared = self._declared.get(due_ms)
         if declared is None:
             now_ms = time.time() * 1000

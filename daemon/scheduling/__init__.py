@@ -1,0 +1,1 @@
+"""Recurring jobs: cron fire times, the firing policies, a fire, and the scheduler."""
