@@ -388,10 +388,6 @@ class Replier:
         self._pending.append(_Reply(reply_to, correlation_id, body, loop.time() + self._ttl))
         self._wake.set()
 
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
     async def _run(self) -> None:
         backoff = 0.1
         loop = asyncio.get_running_loop()

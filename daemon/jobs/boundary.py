@@ -48,14 +48,9 @@ class GuardedRunner:
 
     def __init__(self, inner: Runner) -> None:
         self.inner = inner
-
-    @property
-    def watches(self) -> bool:
-        return isinstance(self.inner, WatchingRunner)
-
-    @property
-    def reconciles(self) -> bool:
-        return isinstance(self.inner, ReconcilingRunner)
+        # Asked once: a runtime protocol check inspects the class, and a runner's abilities never change.
+        self.watches = isinstance(inner, WatchingRunner)
+        self.reconciles = isinstance(inner, ReconcilingRunner)
 
     async def start(self, job: JobSpec) -> Started:
         return await _guard(self.inner.start(job))
