@@ -143,7 +143,12 @@ async def test_a_forged_direct_reply_to_hurts_no_other_answer(
     log_lines: Any, jobd: Daemon, vhost_url: str, management: httpx.AsyncClient
 ) -> None:
     vhost = vhost_url.rsplit("/", 1)[1]
-    consumer_connections = await _connections(management, vhost, "dm-jobd")
+    # the management API lists a connection only after its next statistics round: wait for it
+    consumer_connections = await poll_until(
+        lambda: _some(_connections(management, vhost, "dm-jobd")), what="the daemon's connection listed"
+    )
+    assert jobd.connection is not None and jobd.connection.transport is not None
+    consumer_transport = jobd.connection.transport.connection  # a reconnect would make a new one
     connection = await aio_pika.connect(vhost_url)
     async with connection:
         channel = await connection.channel()
@@ -168,7 +173,9 @@ async def test_a_forged_direct_reply_to_hurts_no_other_answer(
     async with await JobdClient.connect(vhost_url, timeout=20) as client:
         answer = await client.start({"type": JOB, "label": "after", "runner": {"type": NOOP}})
         assert answer.ok
-    assert await _connections(management, vhost, "dm-jobd") == consumer_connections, "consumer untouched"
+    assert jobd.connection.transport is not None
+    assert jobd.connection.transport.connection is consumer_transport, "consumer connection untouched"
+    assert await _connections(management, vhost, "dm-jobd") == consumer_connections
 
     def dropped() -> bool | None:
         lines = [json.loads(line) for line in log_lines.getvalue().splitlines() if line.strip()]
