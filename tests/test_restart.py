@@ -218,15 +218,15 @@ async def test_events_wait_out_a_broker_outage(tmp_path: Path, settings: Setting
 
             async def delivered() -> bool | None:
                 nonlocal channel, kept
-                if channel.is_closed and not connection.is_closed:  # aio-pika did not restore it
-                    channel = await connection.channel()
-                    kept = await channel.declare_queue("kept-events", durable=True)
                 try:
+                    if channel.is_closed and not connection.is_closed:  # aio-pika did not restore it
+                        channel = await connection.channel()
+                        kept = await channel.declare_queue("kept-events", durable=True)
                     while (message := await kept.get(no_ack=True, fail=False)) is not None:
                         if message.routing_key == f"job.completed.{uid}":
                             return True
-                except aio_pika.exceptions.AMQPError:
-                    return None  # the connection is still coming back
+                except (aio_pika.exceptions.AMQPError, RuntimeError):
+                    return None  # the connection is still coming back ("was not opened" yet)
                 return None
 
             await poll_until(delivered, timeout=60, what="the event after the broker came back")
