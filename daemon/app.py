@@ -6,15 +6,18 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import structlog
 
 from daemon.bus import amqp
+from daemon.bus.message import BusUnavailable
+from daemon.bus.ports import Bus, Consumer, Holder, Publisher, Subscription
+from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
-from daemon.contracts import Log, RunnerPlugin
+from daemon.contracts import Log, Outgoing, RunnerPlugin
 from daemon.dmss.client import DmssClient
 from daemon.dmss.writeback import WritebackRelay
 from daemon.jobs.control import JobService
@@ -34,7 +37,6 @@ __all__ = ["Daemon", "runner_environ"]
 def runner_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
     """The environment plugins see: the process's, with settings that came from elsewhere made explicit."""
     env = dict(environ)
-    env["DM_JOBD_ENABLE_SHELL"] = "1" if settings.enable_shell else "0"
     if settings.dmss_url:  # dm-job's name, which its handlers (services.dmss, config) read
         env["DMSS_URL"] = settings.dmss_url
     if settings.dmss_ca_bundle is not None:
@@ -43,28 +45,89 @@ def runner_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, 
 
 
 class Daemon:
-    """One running dm-jobd: consume commands, run jobs, relay events. ``async with`` starts and stops it."""
+    """One running dm-jobd: consume commands, run jobs, relay events. ``async with`` starts and stops it.
+
+    The parts are built here, without I/O; :meth:`start` opens them in order (store, runners, bus,
+    relays, watchers, scheduler, consumer) and :meth:`stop` closes them in reverse. ``bus`` replaces
+    the RabbitMQ bus (the in-memory one, in tests); ``clock`` the wall clock of the scheduler.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        amqp_url: str,
+        amqp_url: str | None = None,
         *,
+        bus: Bus | None = None,
+        clock: Clock | None = None,
         environ: Mapping[str, str] | None = None,
         plugins: Mapping[str, RunnerPlugin] | None = None,
         log: Log | None = None,
     ) -> None:
-        self.settings = settings
-        self.amqp_url = amqp_url
+        s = self.settings = settings
+        self.log: Log = log or structlog.get_logger("dm-jobd")
+        if bus is None:
+            if amqp_url is None:
+                raise ValueError("a Daemon needs an AMQP URL or a bus")
+            bus = amqp.AmqpBus(amqp_url, log=self.log.warning)
+        self.bus: Bus = bus
+        self.clock: Clock = clock or SystemClock()
         self.environ = runner_environ(settings, os.environ if environ is None else environ)
         self.plugins = plugins
-        self.log: Log = log or structlog.get_logger("dm-jobd")
-        self.store = SqliteStore(settings.store_path)
+        self.store = SqliteStore(s.store_path)
+        self.registry = Registry()
+        self.control = JobService()
+        self.events = EventFactory(source=s.event_source, log_lines=s.event_log_lines)
         self.dmss: DmssClient | None = None
+        if s.dmss_url:
+            verify: bool | str = str(s.dmss_ca_bundle) if s.dmss_ca_bundle else True
+            self.dmss = DmssClient(s.dmss_url, timeout=s.dmss_timeout_seconds, verify=verify)
+        self.jobs = Jobs(self.store, self.registry, self.events, s, self.environ, self.dmss, clock=self.clock)
+        self.supervisor = Supervisor(
+            self.jobs,
+            log=self.log,
+            poll_min=s.poll_min_seconds,
+            poll_max=s.poll_max_seconds,
+            clock=self.clock,
+        )
+        self.scheduler = Scheduler(
+            self.store,
+            self._publish_command,
+            self.events,
+            log=self.log,
+            clock=self.clock,
+            hold=self._hold_commands if s.schedule_lead_seconds > 0 else None,
+            landed=self._landed,
+            lead=s.schedule_lead_seconds,
+            burst=s.schedule_burst,
+        )
+        self.dispatcher = Dispatcher(
+            self.jobs,
+            self.control,
+            self.scheduler,
+            log=self.log,
+            max_body_bytes=s.max_body_bytes,
+            delivery_limit=s.delivery_limit,
+        )
         self.writeback: WritebackRelay | None = None
-        self.registry: Registry | None = None
-        self.connection: amqp.Connection | None = None
-        self.replier: amqp.Replier | None = None
+        if self.dmss is not None:
+            self.writeback = WritebackRelay(
+                self.store,
+                self.dmss,
+                self.jobs.result_data,
+                log=self.log,
+                retry_max=s.dmss_retry_max_seconds,
+                retry_limit=s.dmss_retry_limit,
+                note=self._note_writeback,
+            )
+        self.control.bind(self.jobs, self.supervisor, self.scheduler)
+        self.store.on_commit = self._committed
+        self.store.on_insert = self._inserted
+        #: Opened by :meth:`start`: the bus's publishers, the outbox relay, the consumer.
+        self.relay: OutboxRelay | None = None
+        self._commands: Publisher | None = None
+        self._holder: Holder | None = None
+        self._schedule_events: Subscription | None = None
+        self.consumer: Consumer | None = None
         self._closers: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         self._stopping = asyncio.Event()
         self._opened = False
@@ -74,134 +137,77 @@ class Daemon:
         """Remember how to undo one step of :meth:`start`; :meth:`stop` undoes them newest first."""
         self._closers.append((what, close))
 
+    def _task(self, what: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=what)
+        self._on_close(what, lambda: _cancel(task))
+
     async def start(self) -> None:
         """Open everything and consume; a start cancelled half-way is undone by :meth:`stop`."""
-        s = self.settings
         self._opened = True
         await self.store.open()
         self._on_close("store", self.store.close)
-        self.control = control = JobService()
-        self.registry = registry = Registry.load(
+        self._load_runners()
+        await self._open_bus()
+        self._on_close("job watchers", self.supervisor.close)
+        resumed = await self.supervisor.resume()
+        self._task("runner cleanup", self.supervisor.reconcile(self.registry.runners()))
+        schedules = await self._start_scheduler()
+        self.consumer = consumer = await self.bus.consume(
+            self.dispatcher,
+            prefetch=self.settings.prefetch,
+            delivery_limit=self.settings.delivery_limit,
+            on_error=self._unsettled,
+        )
+        self._on_close("consumer", consumer.stop)
+        self._started = True
+        self.log.info(
+            "dm-jobd ready",
+            store=str(self.settings.store_path),
+            resumed=resumed,
+            schedules=schedules,
+            runners=[e.type for e in self.registry.entries() if e.runner is not None],
+        )
+
+    def _load_runners(self) -> None:
+        s = self.settings
+        self.registry.load_runners(
             state_dir=s.state_dir,
             environ=self.environ,
             log=self.log,
             plugin_dirs=s.plugin_dirs,
             plugins=self.plugins,
-            jobs=control,
+            jobs=self.control,
+            settings=s.for_runners(),
+            dmss=self.dmss,
         )
-        self._on_close("runners", registry.close)
-        events = EventFactory(source=s.event_source, log_lines=s.event_log_lines)
-        if s.dmss_url:
-            verify: bool | str = str(s.dmss_ca_bundle) if s.dmss_ca_bundle else True
-            self.dmss = dmss = DmssClient(s.dmss_url, timeout=s.dmss_timeout_seconds, verify=verify)
-            self._on_close("dmss", dmss.close)
-        self.jobs = Jobs(self.store, registry, events, s, self.environ, self.dmss)
-        self.supervisor = Supervisor(
-            self.jobs, log=self.log, poll_min=s.poll_min_seconds, poll_max=s.poll_max_seconds
-        )
-        self.connection = connection = await amqp.connect_when_up(self.amqp_url, log=self.log.warning)
-        self._on_close("broker connection", connection.close)
-        self.publisher = amqp.EventPublisher(connection)
-        await self.publisher.start()
-        self._on_close("event channel", self.publisher.close)
-        self.relay = OutboxRelay(self.store, self.publisher, log=self.log)
-        self.relay.start()
-        self._on_close("outbox relay", self.relay.close)
-        notify = [self.relay.notify]
+        self._on_close("runners", self.registry.close)
         if self.dmss is not None:
-            self.writeback = writeback = WritebackRelay(
-                self.store,
-                self.dmss,
-                self.jobs.result_data,
-                log=self.log,
-                retry_max=s.dmss_retry_max_seconds,
-                retry_limit=s.dmss_retry_limit,
-                note=self._note_writeback,
-            )
-            writeback.start()
-            self._on_close("write-back relay", writeback.close)
-            notify.append(writeback.notify)
+            self._on_close("dmss", self.dmss.close)
 
-        def committed() -> None:
-            for wake in notify:
-                wake()
+    async def _open_bus(self) -> None:
+        """Connect, then relay the outbox (and DMSS write-backs) and open the scheduler's publishers."""
+        await self.bus.open()
+        self._on_close("broker connection", self.bus.close)
+        events = await self.bus.event_publisher()
+        self._on_close("event channel", events.close)
+        self.relay = relay = OutboxRelay(self.store, events, log=self.log)
+        relay.start()
+        self._on_close("outbox relay", relay.close)
+        if self.writeback is not None:
+            self.writeback.start()
+            self._on_close("write-back relay", self.writeback.close)
+        self._commands = await self.bus.command_publisher()
+        self._on_close("command channel", self._commands.close)
+        self._holder = await self.bus.holder()
+        self._on_close("hold channel", self._holder.close)
 
-        self.store.on_commit = committed
-        self._on_close("job watchers", self.supervisor.close)
-        resumed = await self.supervisor.resume()
-        self._reconciler = asyncio.create_task(
-            self.supervisor.reconcile(registry.runners()), name="runner cleanup"
-        )
-        self._on_close("runner cleanup", lambda: _cancel(self._reconciler))
-        self.command_publisher = amqp.EventPublisher(
-            connection, exchange=amqp.COMMANDS, content_type="application/json"
-        )
-        await self.command_publisher.start()
-        self._on_close("command channel", self.command_publisher.close)
-        self.command_hold = amqp.CommandHold(connection)
-        await self.command_hold.start()
-        self._on_close("hold channel", self.command_hold.close)
-        self.scheduler = scheduler = Scheduler(
-            self.store,
-            self._publish_command,
-            events,
-            log=self.log,
-            hold=self._hold_command if s.schedule_lead_seconds > 0 else None,
-            landed=self._landed,
-            lead=s.schedule_lead_seconds,
-            burst=s.schedule_burst,
-        )
-        supervisor = self.supervisor
-
-        def inserted(record: JobRecord, schedule: ScheduleRecord | None) -> None:
-            if schedule is not None:
-                scheduler.reschedule(schedule.uid, schedule.next_fire)
-            else:
-                supervisor.launch(record)
-
-        self.store.on_insert = inserted
-        control.bind(self.jobs, supervisor, scheduler)
-        schedules = await scheduler.start()
-        self._on_close("scheduler", scheduler.close)
-        self.schedule_events = amqp.EventSubscription(connection, ["schedule.*.*"])
-        await self.schedule_events.start()
-        self._on_close("schedule events", self.schedule_events.close)
-        self._follower = asyncio.create_task(self._follow_schedules(), name="schedule follower")
-        self._on_close("schedule follower", lambda: _cancel(self._follower))
-        self.replier = replier = amqp.Replier(self.amqp_url, log=self.log.warning)
-        replier.start()
-        self._on_close("answers", replier.close)
-        dispatcher = Dispatcher(
-            self.jobs,
-            control,
-            scheduler,
-            log=self.log,
-            max_body_bytes=s.max_body_bytes,
-            delivery_limit=s.delivery_limit,
-        )
-
-        def unsettled(exc: Exception) -> None:
-            self.log.warning("a command was not settled; the broker will redeliver it", error=str(exc))
-
-        self.consumer = amqp.CommandConsumer(
-            connection,
-            dispatcher,
-            answer=replier.send,
-            prefetch=s.prefetch,
-            delivery_limit=s.delivery_limit,
-            on_error=unsettled,
-            log=self.log.warning,
-        )
-        self._on_close("consumer", self.consumer.stop)
-        await self.consumer.start()
-        self._started = True
-        self.log.info(
-            "dm-jobd ready",
-            store=str(s.store_path),
-            resumed=resumed,
-            schedules=schedules,
-            runners=[e.type for e in registry.entries() if e.runner is not None],
-        )
+    async def _start_scheduler(self) -> int:
+        schedules = await self.scheduler.start()
+        self._on_close("scheduler", self.scheduler.close)
+        self._schedule_events = await self.bus.subscribe(["schedule.*.*"])
+        self._on_close("schedule events", self._schedule_events.close)
+        self._task("schedule follower", self._follow_schedules(self._schedule_events))
+        return schedules
 
     async def stop(self) -> None:
         """Stop consuming, finish the commands in hand, flush events; running jobs keep running.
@@ -222,23 +228,45 @@ class Daemon:
                 self.log.warning("stopping: a step failed", step=what, error=str(exc))
         self.log.info("dm-jobd stopped")
 
+    # -- callbacks of the parts --------------------------------------------------------------------
+
+    def _committed(self) -> None:
+        """A transaction committed: the relays have something to send."""
+        if self.relay is not None:
+            self.relay.notify()
+        if self.writeback is not None:
+            self.writeback.notify()
+
+    def _inserted(self, record: JobRecord, schedule: ScheduleRecord | None) -> None:
+        """A job or schedule was committed: launch it, or put its first fire on the heap."""
+        if schedule is not None:
+            self.scheduler.reschedule(schedule.uid, schedule.next_fire)
+        else:
+            self.supervisor.launch(record)
+
+    def _unsettled(self, exc: Exception) -> None:
+        self.log.warning("a command was not settled; the broker will redeliver it", error=str(exc))
+
     async def _note_writeback(self, uid: str, why: str) -> None:
         await self.jobs.change(uid, writeback=why)
 
-    async def _follow_schedules(self) -> None:
-        async for _key, body in self.schedule_events:
+    async def _follow_schedules(self, events: Subscription) -> None:
+        async for _key, body in events:
             self.scheduler.learn(body)
 
-    async def _publish_command(self, kind: str, body: bytes, message_id: str) -> None:
+    async def _publish_command(self, command: Outgoing) -> None:
         """The scheduler's way onto the bus: confirmed, or an error (it retries the fire)."""
-        confirmed = await self.command_publisher.publish([amqp.Outgoing(kind, message_id, body)])
+        if self._commands is None:
+            raise BusUnavailable("the daemon is not started")
+        confirmed = await self._commands.publish([command])
         if not all(confirmed):
-            raise amqp.AmqpUnavailable(f"the broker did not confirm {kind} {message_id}")
+            raise BusUnavailable(f"the broker did not confirm {command.routing_key} {command.message_id}")
 
-    async def _hold_command(self, commands: Sequence[tuple[str, bytes, str]], due: datetime) -> list[bool]:
+    async def _hold_commands(self, commands: Sequence[Outgoing], due: datetime) -> list[bool]:
         """Hand commands to the broker now, for delivery at ``due``; which ones it confirmed."""
-        outgoing = [amqp.Outgoing(kind, message_id, body) for kind, body, message_id in commands]
-        return await self.command_hold.hold(outgoing, round(due.timestamp() * 1000))
+        if self._holder is None:
+            raise BusUnavailable("the daemon is not started")
+        return await self._holder.hold(commands, round(due.timestamp() * 1000))
 
     async def _landed(self, message_id: str) -> bool:
         """Whether a start command reached a daemon: the dispatcher stored its idempotency key."""

@@ -17,19 +17,13 @@ from typing import Any
 
 from daemon.client import EventStream
 from daemon.config import Settings
-from daemon.contracts import Answer, CloudEvent, JobStatus, ScheduleView
+from daemon.contracts import COMMAND_QUEUE, Answer, CloudEvent, JobStatus, ScheduleView
 
 __all__ = ["main"]
 
 
 class UsageError(Exception):
     pass
-
-
-def amqp_commands_queue() -> str:
-    from daemon.bus.amqp import COMMANDS
-
-    return COMMANDS
 
 
 def _broker_url(settings: Settings) -> str:
@@ -186,7 +180,7 @@ async def _client_command(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         if args.command == "health":
             consumers = await client.consumers()
-            print(f"{consumers} daemon(s) consuming {amqp_commands_queue()}")
+            print(f"{consumers} daemon(s) consuming {COMMAND_QUEUE}")
             return 0 if consumers else 1
         if args.command == "events":
             async with client.events(job=args.job) as events:
@@ -217,6 +211,7 @@ def _runners(settings: Settings) -> int:
         environ=runner_environ(settings, os.environ),
         log=structlog.get_logger("dm-jobd"),
         plugin_dirs=settings.plugin_dirs,
+        settings=settings.for_runners(),
     )
     for entry in registry.entries():
         state = "ready" if entry.runner is not None else f"off: {entry.disabled}"

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from daemon.bus import amqp
-from daemon.contracts import Answer, CloudEvent, JobStatus, ResultAnswer
+from daemon.contracts import COMMAND_QUEUE, Answer, CloudEvent, JobStatus, ResultAnswer
 
 __all__ = ["EventStream", "JobdClient"]
 
@@ -74,7 +74,7 @@ class JobdClient:
 
     async def consumers(self) -> int:
         """How many daemons consume the command queue (0 when none has declared it yet)."""
-        return await amqp.queue_consumers(self._connection, amqp.COMMANDS) or 0
+        return await amqp.queue_consumers(self._connection, COMMAND_QUEUE) or 0
 
     async def call(
         self,

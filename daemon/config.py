@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from daemon.contracts import DaemonSettings
+
 __all__ = ["Settings"]
 
 
@@ -88,3 +90,9 @@ class Settings(BaseSettings):
     @property
     def store_path(self) -> Path:
         return self.store if self.store is not None else self.state_dir / "jobd.sqlite3"
+
+    def for_runners(self) -> DaemonSettings:
+        """The part of these settings runners see (:class:`~daemon.contracts.RunnerContext`)."""
+        return DaemonSettings(
+            enable_shell=self.enable_shell, log_lines=self.log_lines, dmss_url=self.dmss_url
+        )

@@ -17,7 +17,15 @@ from pydantic import BaseModel
 
 from daemon import __version__
 from daemon.contracts import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    COMMAND_BINDINGS,
     COMMAND_MODELS,
+    COMMAND_QUEUE,
+    COMMANDS_EXCHANGE,
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    EVENTS_EXCHANGE,
+    JSON_CONTENT_TYPE,
     Answer,
     CloudEvent,
     JobStatus,
@@ -30,11 +38,7 @@ from daemon.contracts import (
 __all__ = [
     "AMQP_BINDING_VERSION",
     "ASYNCAPI_FILE",
-    "COMMANDS_EXCHANGE",
-    "COMMANDS_QUEUE",
-    "DEAD_LETTER_EXCHANGE",
     "DEFAULT_DELIVERY_LIMIT",
-    "EVENTS_EXCHANGE",
     "GENERATED_GLOB",
     "SCHEMA_ID_BASE",
     "MessageSpec",
@@ -53,17 +57,9 @@ ASYNCAPI_FILE = "asyncapi.json"
 #: What the generator owns in ``schemas/``; anything else there (README.md) is left alone.
 GENERATED_GLOB = "*.json"
 
-COMMANDS_EXCHANGE = "dm-job.commands"
-COMMANDS_QUEUE = "dm-job.commands"
-COMMAND_BINDING_KEYS = ("job.*", "schedule.*")
-DEAD_LETTER_EXCHANGE = "dm-job.dead-letter"
-DEAD_LETTER_QUEUE = "dm-job.dead-letter"
-EVENTS_EXCHANGE = "dm-job.events"
 #: Mirrors the default of ``DM_JOBD_DELIVERY_LIMIT`` (daemon.config); a test keeps the two equal.
 DEFAULT_DELIVERY_LIMIT = 5
 AMQP_BINDING_VERSION = "0.3.0"
-JSON_CONTENT_TYPE = "application/json"
-CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 
 Mode = Literal["validation", "serialization"]
 
@@ -275,7 +271,7 @@ def _messages(specs: tuple[MessageSpec, ...]) -> dict[str, Any]:
 def _channels() -> dict[str, Any]:
     """The exchanges and routing keys, described with the AMQP 0.3.0 channel bindings."""
     queue = {
-        "name": COMMANDS_QUEUE,
+        "name": COMMAND_QUEUE,
         "description": (
             f"The daemon's queue. `x-delivery-limit` is DM_JOBD_DELIVERY_LIMIT (default "
             f"{DEFAULT_DELIVERY_LIMIT}); refused commands, and those past the limit, are dead-lettered to "
@@ -285,7 +281,7 @@ def _channels() -> dict[str, Any]:
         "exclusive": False,
         "autoDelete": False,
         "vhost": "/",
-        "bindingKeys": list(COMMAND_BINDING_KEYS),
+        "bindingKeys": list(COMMAND_BINDINGS),
         "arguments": {
             "x-queue-type": "quorum",
             "x-delivery-limit": DEFAULT_DELIVERY_LIMIT,
@@ -299,8 +295,8 @@ def _channels() -> dict[str, Any]:
             "title": "Commands",
             "description": (
                 f"Topic exchange `{COMMANDS_EXCHANGE}`; the routing key names the command. "
-                f"Queue `{COMMANDS_QUEUE}` (quorum) takes them, bound with "
-                + ", ".join(f"`{key}`" for key in COMMAND_BINDING_KEYS)
+                f"Queue `{COMMAND_QUEUE}` (quorum) takes them, bound with "
+                + ", ".join(f"`{key}`" for key in COMMAND_BINDINGS)
                 + "."
             ),
             "parameters": {

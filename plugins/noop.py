@@ -27,7 +27,7 @@ class NoopRunner:
 
 
 class _Plugin:
-    types = (TYPE,)
+    types: tuple[str, ...] = (TYPE,)
 
     def create(self, ctx: RunnerContext) -> NoopRunner:
         return NoopRunner()

@@ -1,7 +1,7 @@
 """dm-job's example runner: the result is the description of ``applicationInput``, reversed.
 
 The input is the entity inline, or a reference (``{"referenceType": "link", "address": ...}``) read
-through DMSS with the job's own ``DMSS_URL`` and ``DMSS_TOKEN``. A job started by address asks DMSS for
+through the daemon's DMSS client with the job's own ``DMSS_TOKEN``. A job started by address asks DMSS for
 ``<job address>.applicationInput`` at depth 1, so DMSS resolves the reference itself, relative
 addresses (``~``, ``^``) included; an inline job's reference must be absolute.
 """
@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
-import httpx
-
-from daemon.contracts import Handle, JobResult, JobSpec, JobStatus, RunnerContext, RunnerStatus, Started
+from daemon.contracts import (
+    Documents,
+    Handle,
+    JobResult,
+    JobSpec,
+    JobStatus,
+    RunnerContext,
+    RunnerStatus,
+    Started,
+)
 
 __all__ = ["PLUGIN", "ReverseDescriptionRunner"]
 
@@ -25,39 +31,26 @@ def _is_reference(value: Mapping[str, Any]) -> bool:
     return "referenceType" in value and isinstance(value.get("address"), str) and "description" not in value
 
 
-async def read_input(job: JobSpec, reference: Mapping[str, Any], *, timeout: float = 30.0) -> Any:
-    """The entity ``reference`` points to, read from DMSS with the job's token."""
-    base = job.env.get("DMSS_URL")
-    if not base:
+async def read_input(job: JobSpec, reference: Mapping[str, Any], dmss: Documents | None) -> Any:
+    """The entity ``reference`` points to, read through the daemon's DMSS client with the job's token."""
+    if dmss is None:
         raise ValueError("applicationInput is a reference; reading it needs DMSS_URL, which is not set")
     address = f"{job.address}.applicationInput" if job.address else str(reference["address"])
     if address.startswith(("~", "^")):
         raise ValueError(f"applicationInput's address {address!r} is relative; start the job by address")
-    token = job.env.get("DMSS_TOKEN") or job.token
-    headers = {"Access-Key": token, "Authorization": f"Bearer {token}"} if token else {}
-    path = quote(address.removeprefix("dmss://"), safe="/$.[]~^")
-    try:
-        async with httpx.AsyncClient(base_url=base.rstrip("/") + "/api/", timeout=timeout) as http:
-            response = await http.get(f"documents/{path}", params={"depth": 1}, headers=headers)
-    except httpx.HTTPError as exc:
-        raise ValueError(f"reading applicationInput from DMSS failed: {type(exc).__name__}") from None
-    if not response.is_success:
-        try:
-            body = response.json()
-            reason = body.get("message") or body.get("detail") if isinstance(body, dict) else body
-        except ValueError:
-            reason = response.text[:200]
-        raise ValueError(f"DMSS could not read applicationInput ({address}): {response.status_code} {reason}")
-    return response.json()
+    return await dmss.get(address, job.env.get("DMSS_TOKEN") or job.token, depth=1)
 
 
 class ReverseDescriptionRunner:
+    def __init__(self, dmss: Documents | None = None) -> None:
+        self._dmss = dmss
+
     async def start(self, job: JobSpec) -> Started:
         source = job.entity.get("applicationInput")
         if not isinstance(source, Mapping):
             raise ValueError("applicationInput must be the input entity (an object) or a reference to it")
         if _is_reference(source):
-            source = await read_input(job, source)
+            source = await read_input(job, source, self._dmss)
             if not isinstance(source, Mapping):
                 raise ValueError("applicationInput, read from DMSS, is not an entity (an object)")
         description = source.get("description", "Backup")  # dm-job's default, kept for compatibility
@@ -82,10 +75,10 @@ class ReverseDescriptionRunner:
 
 
 class _Plugin:
-    types = TYPES
+    types: tuple[str, ...] = TYPES
 
     def create(self, ctx: RunnerContext) -> ReverseDescriptionRunner:
-        return ReverseDescriptionRunner()
+        return ReverseDescriptionRunner(ctx.dmss)
 
 
 PLUGIN = _Plugin()

@@ -239,10 +239,10 @@ class ShellRunner:
 
 
 class _Plugin:
-    types = TYPES
+    types: tuple[str, ...] = TYPES
 
     def create(self, ctx: RunnerContext) -> ShellRunner:
-        if ctx.env.get("DM_JOBD_ENABLE_SHELL", "").lower() not in _TRUE:
+        if not ctx.settings.enable_shell:
             raise RunnerUnavailable(
                 "the shell runner is off (it runs arbitrary scripts); "
                 "set DM_JOBD_ENABLE_SHELL=1 to turn it on"

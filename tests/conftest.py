@@ -7,8 +7,9 @@ import logging
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -225,3 +226,53 @@ async def dmss_jobd(dmss_settings: Settings, vhost_url: str) -> AsyncIterator[Da
 async def dmss_client(dmss_jobd: Daemon, vhost_url: str) -> AsyncIterator[JobdClient]:
     async with await JobdClient.connect(vhost_url, timeout=20) as c:
         yield c
+
+
+# ---------------------------------------------------------------------------------------------------
+# The core on the in-memory bus, with a clock moved by hand: no broker, no waiting (test_core*.py).
+# ---------------------------------------------------------------------------------------------------
+
+from core_kit import Boom, Gate  # noqa: E402 (this section's own imports)
+
+from daemon.bus.memory import MemoryBus  # noqa: E402
+from daemon.clock import ManualClock  # noqa: E402
+from plugins.noop import PLUGIN as NOOP_PLUGIN  # noqa: E402
+from plugins.reverse_description import PLUGIN as REVERSE_PLUGIN  # noqa: E402
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def bus(clock: ManualClock) -> AsyncIterator[MemoryBus]:
+    memory = MemoryBus(clock=clock)
+    yield memory
+    await memory.shutdown()
+
+
+@pytest.fixture
+def gate() -> Gate:
+    return Gate()
+
+
+@pytest.fixture
+def make_daemon(settings: Settings, bus: MemoryBus, clock: ManualClock, gate: Gate) -> Callable[..., Daemon]:
+    """Daemons on the in-memory bus and the hand-moved clock; ``changes`` override settings."""
+
+    def make(**changes: Any) -> Daemon:
+        return Daemon(
+            settings.model_copy(update=changes),
+            bus=bus,
+            clock=clock,
+            plugins={"noop": NOOP_PLUGIN, "reverse": REVERSE_PLUGIN, "gate": gate, "boom": Boom()},
+        )
+
+    return make
+
+
+@pytest.fixture
+async def core(make_daemon: Callable[..., Daemon]) -> AsyncIterator[Daemon]:
+    async with make_daemon() as daemon:
+        yield daemon

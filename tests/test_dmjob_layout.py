@@ -170,8 +170,8 @@ async def test_a_radix_job_through_requests_waits_while_radix_says_waiting(layou
             "label": "radix",
             "runner": {"type": WF + "RadixRequests", "jobName": "127.0.0.1", "schedulerPort": radix.port},
         }
-        answer = await layout_client.start(job)
-        async with layout_client.events() as events:
+        async with layout_client.events() as events:  # subscribed first: no status can slip past
+            answer = await layout_client.start(job)
             seen = await events_until(events, ended(str(answer.uid)))
     shown = [e.data.status for e in seen if not e.type.endswith(".progress")]
     assert JobStatus.UNKNOWN in shown and shown[-1] is JobStatus.COMPLETED, shown

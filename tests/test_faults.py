@@ -20,6 +20,7 @@ import pytest
 from helpers import JOB, NOOP, ended, events_until, poll_until, shell_job
 
 from daemon.app import Daemon
+from daemon.bus.amqp import AmqpBus, AnsweringConsumer, CommandConsumer, EventPublisher
 from daemon.client import JobdClient
 from daemon.config import Settings
 from daemon.contracts import JobStatus
@@ -147,8 +148,9 @@ async def test_a_forged_direct_reply_to_hurts_no_other_answer(
     consumer_connections = await poll_until(
         lambda: _some(_connections(management, vhost, "dm-jobd")), what="the daemon's connection listed"
     )
-    assert jobd.connection is not None and jobd.connection.transport is not None
-    consumer_transport = jobd.connection.transport.connection  # a reconnect would make a new one
+    daemon_connection = _amqp(jobd).connection
+    assert daemon_connection.transport is not None
+    consumer_transport = daemon_connection.transport.connection  # a reconnect would make a new one
     connection = await aio_pika.connect(vhost_url)
     async with connection:
         channel = await connection.channel()
@@ -173,8 +175,8 @@ async def test_a_forged_direct_reply_to_hurts_no_other_answer(
     async with await JobdClient.connect(vhost_url, timeout=20) as client:
         answer = await client.start({"type": JOB, "label": "after", "runner": {"type": NOOP}})
         assert answer.ok
-    assert jobd.connection.transport is not None
-    assert jobd.connection.transport.connection is consumer_transport, "consumer connection untouched"
+    assert daemon_connection.transport is not None
+    assert daemon_connection.transport.connection is consumer_transport, "consumer connection untouched"
     assert await _connections(management, vhost, "dm-jobd") == consumer_connections
 
     def dropped() -> bool | None:
@@ -295,11 +297,27 @@ async def test_channels_that_stay_closed_under_an_open_connection_are_replaced(
     """aio-pika's robust channels sometimes stay closed after a broker restart while their connection
     is back. Closed for good here (as such a channel is), the daemon opens new ones: its events flow
     and its commands are consumed again."""
-    assert jobd.publisher._channel is not None and jobd.consumer._channel is not None
-    await jobd.publisher._channel.close()  # the event channel, as one that did not come back
+    publisher, consumer = _event_publisher(jobd), _command_consumer(jobd)
+    assert publisher._channel is not None and consumer._channel is not None
+    await publisher._channel.close()  # the event channel, as one that did not come back
     async with client.events() as events:
         started = await client.start({"type": JOB, "label": "after", "runner": {"type": NOOP}})
         await events_until(events, ended(str(started.uid)))  # published on a fresh channel
-    await jobd.consumer._channel.close()  # the command channel too: the watchdog consumes anew
+    await consumer._channel.close()  # the command channel too: the watchdog consumes anew
     answer = await client.status(str(started.uid))  # the client waits (its timeout is 20 s)
     assert answer.ok and answer.status is JobStatus.COMPLETED
+
+
+def _amqp(daemon: Daemon) -> AmqpBus:
+    assert isinstance(daemon.bus, AmqpBus)
+    return daemon.bus
+
+
+def _event_publisher(daemon: Daemon) -> EventPublisher:
+    assert daemon.relay is not None and isinstance(daemon.relay.publisher, EventPublisher)
+    return daemon.relay.publisher
+
+
+def _command_consumer(daemon: Daemon) -> CommandConsumer:
+    assert isinstance(daemon.consumer, AnsweringConsumer)
+    return daemon.consumer.commands

@@ -57,6 +57,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from daemon.app import Daemon
+from daemon.bus.amqp import AmqpBus
 from daemon.client import JobdClient
 from daemon.config import Settings
 from daemon.contracts import COMMAND_MODELS, ErrorCode
@@ -1191,7 +1192,7 @@ async def test_forged_direct_reply_to_address_does_not_hurt_other_work(
     assert (await wire.call("job.status", {"uid": after.uid}))["status"] == "completed"
     # the daemon's consuming connection is the one it had (a closed one would come back under a new name)
     assert await command_consumers(broker, vhost) == before
-    assert jobd.connection is not None and not jobd.connection.is_closed
+    assert isinstance(jobd.bus, AmqpBus) and not jobd.bus.connection.is_closed
     assert not crashes(log_lines)
 
 

@@ -211,7 +211,7 @@ async def test_events_wait_out_a_broker_outage(tmp_path: Path, settings: Setting
 
             async def pending() -> bool | None:
                 rows = await daemon.store.outbox(100)
-                return True if any(r.routing_key == f"job.completed.{uid}" for r in rows) else None
+                return True if any(r.message.routing_key == f"job.completed.{uid}" for r in rows) else None
 
             await poll_until(pending, what="the completed event to wait in the outbox")
             await broker.restart()

@@ -21,7 +21,7 @@ from test_schedules import at_least_runs, recurring, runs_of
 from daemon.app import Daemon
 from daemon.client import JobdClient
 from daemon.config import Settings
-from daemon.contracts import JobStatus
+from daemon.contracts import JobStatus, Outgoing
 
 
 def bursty(settings: Settings, *, burst: int, lead: float) -> Settings:
@@ -118,8 +118,8 @@ async def test_a_held_fire_that_never_arrives_is_published_again(settings: Setti
     """The broker loses held messages only if it crashes as it releases them; the audit covers that."""
     dropped: list[str] = []
 
-    async def lose(commands: Sequence[tuple[str, bytes, str]], due: datetime) -> list[bool]:
-        dropped.extend(message_id for _, _, message_id in commands)
+    async def lose(commands: Sequence[Outgoing], due: datetime) -> list[bool]:
+        dropped.extend(c.message_id for c in commands)
         return [True] * len(commands)  # "confirmed", then lost
 
     async with (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from typing import Any
 
@@ -12,7 +11,7 @@ from helpers import JOB, poll_until, reverse_job
 from daemon.app import Daemon
 from daemon.client import JobdClient
 from daemon.config import Settings
-from daemon.contracts import JobStatus
+from daemon.contracts import JobStatus, Outgoing
 
 RECURRING = "dmss://WorkflowDS/Blueprints/RecurringJob"
 HANDLER = "dmss://WorkflowDS/Blueprints/RecurringJobHandler"
@@ -165,9 +164,10 @@ async def test_a_fire_published_twice_starts_one_job(jobd: Daemon, client: JobdC
     original = jobd.scheduler.publish
     failed_once: set[str] = set()
 
-    async def publish_then_crash(kind: str, body: bytes, message_id: str) -> None:
-        await original(kind, body, message_id)
-        if kind == "job.start" and message_id not in failed_once and len(failed_once) < 2:
+    async def publish_then_crash(command: Outgoing) -> None:
+        await original(command)
+        message_id = command.message_id
+        if command.routing_key == "job.start" and message_id not in failed_once and len(failed_once) < 2:
             failed_once.add(message_id)
             raise ConnectionError("the daemon died right after publishing")
 
@@ -206,38 +206,3 @@ async def test_registering_twice_with_one_message_id_makes_one_schedule(client: 
     assert first == again
     listed = await client.schedules()
     assert listed.schedules is not None and len(listed.schedules) == 1
-
-
-async def test_after_downtime_the_latest_missed_fire_runs_and_the_rest_are_reported(
-    settings: Settings, vhost_url: str
-) -> None:
-    entity = recurring("* * * * * *", catchUp="latest", catchUpWindow="PT30S")
-    async with Daemon(settings, vhost_url), await JobdClient.connect(vhost_url) as client:
-        uid = str((await client.start(entity)).uid)
-        await at_least_runs(client, uid, 1)
-    loop = asyncio.get_running_loop()
-    until = loop.time() + 3.5  # the daemon is down for a few fires
-
-    async def down_long_enough() -> bool | None:
-        return True if loop.time() >= until else None
-
-    await poll_until(down_long_enough, what="some fires to fall due while the daemon is down")
-    async with await JobdClient.connect(vhost_url) as client:
-        async with client.events(keys=[f"schedule.missed.{uid}"]) as events, Daemon(settings, vhost_url):
-            _key, body = await events.raw(timeout=20)
-            missed = json.loads(body)["data"]
-            assert missed["missed"] >= 2, missed
-            runs = await at_least_runs(client, uid, 2)
-            await client.stop(uid)
-    fires = Counter(run.scheduled_for for run in runs)
-    assert max(fires.values()) == 1, fires
-
-
-async def test_dm_jobs_recurring_example_runs_each_minute(client: JobdClient) -> None:
-    """dm-job's own example: a ReverseDescription job repeated with cron '1/1 * * * *'."""
-    uid = str((await client.start(recurring("1/1 * * * *"))).uid)
-    (run, *_) = await at_least_runs(client, uid, 1, timeout=75)
-    await completed(client, run.uid)
-    assert (await client.result(run.uid)).result == "ThisIsBackwards"
-    assert run.scheduled_for is not None and run.scheduled_for.second == 0
-    await client.stop(uid)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -28,38 +27,43 @@ from aio_pika.abc import (
 )
 from yarl import URL
 
+from daemon.bus.message import Answerer, BusUnavailable, Delivery, Handler, Verdict
+from daemon.contracts import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    COMMAND_BINDINGS,
+    COMMAND_QUEUE,
+    COMMANDS_EXCHANGE,
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE,
+    DIRECT_REPLY_TO,
+    EVENTS_EXCHANGE,
+    HOLD_PREFIX,
+    JSON_CONTENT_TYPE,
+    Outgoing,
+)
+
 __all__ = [
-    "COMMANDS",
-    "DEAD_LETTER",
-    "EVENTS",
+    "AmqpBus",
     "AmqpUnavailable",
+    "AnsweringConsumer",
     "BrokerRefused",
     "CommandConsumer",
     "CommandHold",
     "Connection",
-    "Delivery",
     "EventPublisher",
     "EventSubscription",
-    "Outgoing",
     "Replier",
     "RpcClient",
-    "Verdict",
     "connect",
     "connect_when_up",
     "declare_topology",
 ]
 
-COMMANDS = "dm-job.commands"
-EVENTS = "dm-job.events"
-DEAD_LETTER = "dm-job.dead-letter"
-HOLD_PREFIX = "dm-job.hold."
 #: A hold queue deletes itself this long after its last declaration: long past the instant it serves.
 HOLD_EXPIRES_MS = 15 * 60 * 1000
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-COMMAND_BINDINGS = ("job.*", "schedule.*")
 
 
-class AmqpUnavailable(Exception):
+class AmqpUnavailable(BusUnavailable):
     """The broker could not take a publish (outage, closed channel, negative confirm)."""
 
 
@@ -141,45 +145,25 @@ async def _replace_channel(
 
 async def declare_topology(channel: AbstractChannel, *, delivery_limit: int) -> AbstractQueue:
     """Declare the exchanges and queues of the wire contract; returns the command queue."""
-    commands = await channel.declare_exchange(COMMANDS, aio_pika.ExchangeType.TOPIC, durable=True)
-    await channel.declare_exchange(EVENTS, aio_pika.ExchangeType.TOPIC, durable=True)
-    dead = await channel.declare_exchange(DEAD_LETTER, aio_pika.ExchangeType.TOPIC, durable=True)
-    dead_queue = await channel.declare_queue(DEAD_LETTER, durable=True, arguments={"x-queue-type": "quorum"})
+    commands = await channel.declare_exchange(COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    dead = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+    dead_queue = await channel.declare_queue(
+        DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+    )
     await dead_queue.bind(dead, "#")
     queue = await channel.declare_queue(
-        COMMANDS,
+        COMMAND_QUEUE,
         durable=True,
         arguments={
             "x-queue-type": "quorum",
             "x-delivery-limit": delivery_limit,
-            "x-dead-letter-exchange": DEAD_LETTER,
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
         },
     )
     for key in COMMAND_BINDINGS:
         await queue.bind(commands, key)
     return queue
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One command as it arrived, stripped of the AMQP library's types."""
-
-    body: bytes
-    kind: str | None
-    routing_key: str | None
-    message_id: str | None
-    reply_to: str | None
-    correlation_id: str | None
-    user_id: str | None
-    redelivered: bool
-    delivery_count: int
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    routing_key: str
-    message_id: str
-    body: bytes
 
 
 def _delivery(message: AbstractIncomingMessage) -> Delivery:
@@ -196,24 +180,6 @@ def _delivery(message: AbstractIncomingMessage) -> Delivery:
         redelivered=bool(message.redelivered),
         delivery_count=count if isinstance(count, int) else 0,
     )
-
-
-class Verdict(enum.Enum):
-    """What the consumer does with a delivery once its handler returns."""
-
-    #: Done: its effect is durable (or it was answered with an error that is nobody's fault).
-    ACK = "ack"
-    #: Refused input: rejected without requeue, so the broker dead-letters it.
-    DEAD_LETTER = "dead-letter"
-    #: A failure of ours: requeued, for another try up to the queue's delivery limit.
-    RETRY = "retry"
-
-
-Handler = Callable[[Delivery], Awaitable[tuple[Verdict, bytes | None]]]
-
-
-#: Where a consumer hands an answer: ``(reply_to, correlation_id, body)``; it must not block or raise.
-Answerer = Callable[[str, str | None, bytes], None]
 
 
 class CommandConsumer:
@@ -453,7 +419,7 @@ class Replier:
 
     async def _publish(self, channel: AbstractChannel, reply: _Reply) -> BaseException | None:
         message = aio_pika.Message(
-            reply.body, content_type="application/json", correlation_id=reply.correlation_id
+            reply.body, content_type=JSON_CONTENT_TYPE, correlation_id=reply.correlation_id
         )
         try:
             # mandatory off: a direct reply-to answer bounces otherwise; a vanished queue just drops it
@@ -514,8 +480,8 @@ class EventPublisher:
         self,
         connection: AbstractRobustConnection,
         *,
-        exchange: str = EVENTS,
-        content_type: str = "application/cloudevents+json",
+        exchange: str = EVENTS_EXCHANGE,
+        content_type: str = CLOUDEVENTS_CONTENT_TYPE,
     ) -> None:
         self._connection = connection
         self._exchange_name = exchange
@@ -583,7 +549,7 @@ class CommandHold:
             durable=True,
             arguments={
                 "x-queue-type": "classic",
-                "x-dead-letter-exchange": COMMANDS,
+                "x-dead-letter-exchange": COMMANDS_EXCHANGE,
                 "x-dead-letter-routing-key": self._routing_key,
                 "x-expires": HOLD_EXPIRES_MS,
             },
@@ -616,7 +582,7 @@ class CommandHold:
             # The broker counts the time to live from when it takes the message: computed per message,
             # at the last moment, so a slice published over a few hundred ms still expires at one instant.
             expiration = timedelta(milliseconds=max(1, due_ms - round(time.time() * 1000)))
-            message = _message(m, "application/json", expiration=expiration)
+            message = _message(m, JSON_CONTENT_TYPE, expiration=expiration)
             return await _confirmed(channel.default_exchange, message, queue, mandatory=True)
 
         return list(await asyncio.gather(*(one(m) for m in messages)))
@@ -645,7 +611,7 @@ class RpcClient:
         # this channel is opened afresh on every reconnect instead of being restored.
         self._channel = await self._connection.channel(publisher_confirms=False)
         self._exchange = await self._channel.declare_exchange(
-            COMMANDS, aio_pika.ExchangeType.TOPIC, durable=True
+            COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
         )
         replies = await self._channel.get_queue(DIRECT_REPLY_TO, ensure=False)
         await replies.consume(self._on_reply, no_ack=True)
@@ -682,7 +648,7 @@ class RpcClient:
         correlation_id = uuid.uuid4().hex
         message = aio_pika.Message(
             body,
-            content_type="application/json",
+            content_type=JSON_CONTENT_TYPE,
             message_id=message_id or uuid.uuid4().hex,
             type=kind,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -718,7 +684,9 @@ class EventSubscription:
 
     async def start(self) -> None:
         self._channel = await self._connection.channel()
-        exchange = await self._channel.declare_exchange(EVENTS, aio_pika.ExchangeType.TOPIC, durable=True)
+        exchange = await self._channel.declare_exchange(
+            EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
         self._queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
         for key in self._keys:
             await self._queue.bind(exchange, key)
@@ -739,6 +707,88 @@ class EventSubscription:
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()
+
+
+class AnsweringConsumer:
+    """The command consumer with the :class:`Replier` that sends its answers; stopped together."""
+
+    def __init__(self, consumer: CommandConsumer, replier: Replier) -> None:
+        self.commands = consumer
+        self.replier = replier
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        await self.commands.stop(timeout)
+        await self.replier.close(timeout)
+
+
+class AmqpBus:
+    """The bus on RabbitMQ: one robust connection for the daemon's channels, one of its own for answers."""
+
+    def __init__(self, url: str, *, log: Callable[..., Any] = lambda event, **kw: None) -> None:
+        self._url = url
+        self._log = log
+        self._connection: AbstractRobustConnection | None = None
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise RuntimeError("AmqpBus.open() was not called")
+        return self._connection
+
+    async def open(self) -> None:
+        self._connection = await connect_when_up(self._url, log=self._log)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def event_publisher(self) -> EventPublisher:
+        publisher = EventPublisher(self.connection)
+        await publisher.start()
+        return publisher
+
+    async def command_publisher(self) -> EventPublisher:
+        publisher = EventPublisher(
+            self.connection, exchange=COMMANDS_EXCHANGE, content_type=JSON_CONTENT_TYPE
+        )
+        await publisher.start()
+        return publisher
+
+    async def holder(self) -> CommandHold:
+        hold = CommandHold(self.connection)
+        await hold.start()
+        return hold
+
+    async def subscribe(self, keys: Sequence[str]) -> EventSubscription:
+        subscription = EventSubscription(self.connection, keys)
+        await subscription.start()
+        return subscription
+
+    async def consume(
+        self,
+        handler: Handler,
+        *,
+        prefetch: int,
+        delivery_limit: int,
+        on_error: Callable[[Exception], None],
+    ) -> AnsweringConsumer:
+        replier = Replier(self._url, log=self._log)
+        replier.start()
+        consumer = CommandConsumer(
+            self.connection,
+            handler,
+            answer=replier.send,
+            prefetch=prefetch,
+            delivery_limit=delivery_limit,
+            on_error=on_error,
+            log=self._log,
+        )
+        try:
+            await consumer.start()
+        except BaseException:
+            await replier.close()
+            raise
+        return AnsweringConsumer(consumer, replier)
 
 
 async def queue_consumers(connection: AbstractRobustConnection, name: str) -> int | None:

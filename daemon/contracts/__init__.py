@@ -8,5 +8,7 @@ from .runner import *  # noqa: F403
 from .runner import __all__ as _runner
 from .status import *  # noqa: F403
 from .status import __all__ as _status
+from .wire import *  # noqa: F403
+from .wire import __all__ as _wire
 
-__all__ = [*_errors, *_messages, *_runner, *_status]
+__all__ = [*_errors, *_messages, *_runner, *_status, *_wire]

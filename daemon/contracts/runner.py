@@ -16,6 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 from .status import JobStatus
 
 __all__ = [
+    "DaemonSettings",
+    "Documents",
     "Handle",
     "JobControl",
     "JobResult",
@@ -109,17 +111,47 @@ class JobControl(Protocol):
     async def stop(self, uid: str) -> tuple[JobStatus, str]: ...
 
 
+class Documents(Protocol):
+    """Reading DMSS documents with a job's token: the daemon's own DMSS client, lent to runners.
+
+    Raises :class:`~daemon.contracts.DmssError` when DMSS refuses (its message says why, never the
+    token) and :class:`~daemon.contracts.DmssUnavailable` when it cannot be reached.
+    """
+
+    async def get(self, address: str, token: str | None, *, depth: int = 1) -> Any: ...
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The daemon's settings that runners need, parsed and checked once by the daemon.
+
+    A runner reads these instead of the ``DM_JOBD_*`` variables they came from, so a value means the
+    same to the daemon and to every runner. Settings of a runner's own (``DM_JOBD_AZURE_*``, say)
+    stay with the runner, in ``RunnerContext.env``.
+    """
+
+    #: The shell runner runs arbitrary scripts: off unless the operator turns it on.
+    enable_shell: bool = False
+    #: Log lines kept per job.
+    log_lines: int = 200
+    #: The DMSS the daemon reads and writes jobs in, when one is configured.
+    dmss_url: str | None = None
+
+
 @dataclass(frozen=True)
 class RunnerContext:
     """What the daemon gives a plugin when it creates its runner."""
 
-    #: The daemon's environment (dm-job's variable names and DM_JOBD_* settings live here).
+    #: The daemon's environment (dm-job's variable names and a runner's own settings live here).
     env: Mapping[str, str]
     #: A folder that is the plugin's own and survives daemon restarts.
     state_dir: Path
     log: Log
     #: Starting and stopping other jobs (None where no daemon runs, as for ``dm-jobd runners``).
     jobs: JobControl | None = None
+    settings: DaemonSettings = DaemonSettings()
+    #: The daemon's DMSS client (None when no DMSS is configured).
+    dmss: Documents | None = None
 
 
 class RunnerUnavailable(Exception):

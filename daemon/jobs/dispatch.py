@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from daemon.bus.amqp import Delivery, Verdict
+from daemon.bus.message import Delivery, Verdict
 from daemon.contracts import (
     COMMAND_MODELS,
     Answer,

@@ -9,11 +9,12 @@ from daemon.contracts import (
     CloudEvent,
     EventData,
     JobStatus,
+    Outgoing,
     ScheduleCloudEvent,
     ScheduleEventData,
     routing_word,
 )
-from daemon.store.records import JobRecord, PendingEvent, ScheduleRecord
+from daemon.store.records import JobRecord, ScheduleRecord
 
 __all__ = ["EventFactory"]
 
@@ -25,16 +26,16 @@ class EventFactory:
         self.source = source
         self.log_lines = log_lines
 
-    def status_changed(self, record: JobRecord, previous: JobStatus | None) -> PendingEvent:
+    def status_changed(self, record: JobRecord, previous: JobStatus | None) -> Outgoing:
         """``job.<status>.<uid>``: one per status change."""
         key = f"job.{routing_word(record.status)}.{record.uid}"
         return self._event(record, previous, f"dm-job.job.{routing_word(record.status)}", key)
 
-    def progressed(self, record: JobRecord) -> PendingEvent:
+    def progressed(self, record: JobRecord) -> Outgoing:
         """``progress.<uid>``: percentage or log lines changed, the status did not."""
         return self._event(record, record.status, "dm-job.job.progress", f"progress.{record.uid}")
 
-    def _event(self, record: JobRecord, previous: JobStatus | None, type_: str, key: str) -> PendingEvent:
+    def _event(self, record: JobRecord, previous: JobStatus | None, type_: str, key: str) -> Outgoing:
         event_id = str(uuid.uuid4())
         event = CloudEvent(
             id=event_id,
@@ -56,7 +57,7 @@ class EventFactory:
                 writeback=record.writeback,
             ),
         )
-        return PendingEvent(key, event_id, event.model_dump_json(by_alias=True).encode())
+        return Outgoing(key, event_id, event.model_dump_json(by_alias=True).encode())
 
     def schedule(
         self,
@@ -66,7 +67,7 @@ class EventFactory:
         scheduled_for: datetime | None = None,
         missed: int | None = None,
         message: str | None = None,
-    ) -> PendingEvent:
+    ) -> Outgoing:
         """``schedule.<event>.<uid>``: registered, fired, skipped, missed, paused, resumed, retired..."""
         event_id = str(uuid.uuid4())
         body = ScheduleCloudEvent(
@@ -85,6 +86,6 @@ class EventFactory:
                 message=message,
             ),
         )
-        return PendingEvent(
+        return Outgoing(
             f"schedule.{event}.{record.uid}", event_id, body.model_dump_json(by_alias=True).encode()
         )

@@ -1,4 +1,4 @@
-"""Relaying the event outbox to RabbitMQ: publish with confirms, delete what was confirmed.
+"""Relaying the event outbox to the bus: publish with confirms, delete what was confirmed.
 
 Events are written to the outbox in the transaction that changes the job, so a broker outage delays
 them and loses none. Whatever was not confirmed stays and is published again on the next round, so a
@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from daemon.bus.amqp import AmqpUnavailable, EventPublisher, Outgoing
+from daemon.bus.message import BusUnavailable
+from daemon.bus.ports import Publisher
 from daemon.contracts import Log
 from daemon.store.records import JobStore
 
@@ -21,7 +22,7 @@ class OutboxRelay:
     def __init__(
         self,
         store: JobStore,
-        publisher: EventPublisher,
+        publisher: Publisher,
         *,
         log: Log,
         batch: int = 500,
@@ -51,7 +52,7 @@ class OutboxRelay:
             try:
                 sent = await self.relay_once()
                 backoff = 0.1
-            except (AmqpUnavailable, ConnectionError, OSError) as exc:
+            except (BusUnavailable, ConnectionError, OSError) as exc:
                 if self._closing:
                     return
                 self.log.warning("events wait for the broker", error=str(exc), retry_in=backoff)
@@ -70,13 +71,11 @@ class OutboxRelay:
         rows = await self.store.outbox(self.batch)
         if not rows:
             return 0
-        confirmed = await self.publisher.publish(
-            [Outgoing(r.routing_key, r.message_id, r.body) for r in rows]
-        )
+        confirmed = await self.publisher.publish([row.message for row in rows])
         done = [row.id for row, ok in zip(rows, confirmed, strict=True) if ok]
         await self.store.outbox_done(done)
         if len(done) < len(rows):
-            raise AmqpUnavailable(f"{len(rows) - len(done)} events were not confirmed")
+            raise BusUnavailable(f"{len(rows) - len(done)} events were not confirmed")
         return len(done)
 
     async def close(self, *, drain_timeout: float = 5.0) -> None:

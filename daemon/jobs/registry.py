@@ -14,6 +14,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from daemon.contracts import (
+    DaemonSettings,
+    Documents,
     JobControl,
     Log,
     Runner,
@@ -97,9 +99,49 @@ class Registry:
         plugin_dirs: Sequence[Path] = (),
         plugins: Mapping[str, RunnerPlugin] | None = None,
         jobs: JobControl | None = None,
+        settings: DaemonSettings | None = None,
+        dmss: Documents | None = None,
     ) -> Registry:
         """Create every runner: from ``plugins`` when given, else the entry points; then handler folders."""
         registry = cls()
+        registry.load_runners(
+            state_dir=state_dir,
+            environ=environ,
+            log=log,
+            plugin_dirs=plugin_dirs,
+            plugins=plugins,
+            jobs=jobs,
+            settings=settings,
+            dmss=dmss,
+        )
+        return registry
+
+    def load_runners(
+        self,
+        *,
+        state_dir: Path,
+        environ: Mapping[str, str],
+        log: Log,
+        plugin_dirs: Sequence[Path] = (),
+        plugins: Mapping[str, RunnerPlugin] | None = None,
+        jobs: JobControl | None = None,
+        settings: DaemonSettings | None = None,
+        dmss: Documents | None = None,
+    ) -> None:
+        """Fill this registry (see :meth:`load`); the daemon builds its parts around an empty one first."""
+        registry = self
+        shared = settings or DaemonSettings()
+
+        def context(name: str) -> RunnerContext:
+            return RunnerContext(
+                env=environ,
+                state_dir=state_dir / "runners" / name,
+                log=log,
+                jobs=jobs,
+                settings=shared,
+                dmss=dmss,
+            )
+
         if plugins is None:
             plugins = {}
             for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -109,7 +151,7 @@ class Registry:
                     log.error("runner plugin failed to import", plugin=ep.name, error=str(exc))
         for name, plugin in plugins.items():
             origin = f"plugin {name} ({type(plugin).__module__})"
-            ctx = RunnerContext(env=environ, state_dir=state_dir / "runners" / name, log=log, jobs=jobs)
+            ctx = context(name)
             try:
                 runner = plugin.create(ctx)
             except RunnerUnavailable as exc:
@@ -123,7 +165,7 @@ class Registry:
         if plugin_dirs:
             from plugins.dmjob import Skipped, discover  # the adapter is a plugin; only this root wires it in
 
-            ctx = RunnerContext(env=environ, state_dir=state_dir / "runners" / "dmjob", log=log, jobs=jobs)
+            ctx = context("dmjob")
             skipped: list[Skipped] = []
             try:
                 found_all = discover(list(plugin_dirs), ctx, skipped)
@@ -133,4 +175,3 @@ class Registry:
             for found in found_all:
                 registry.add(found.types, found.runner, found.origin, log=log)
             registry.skipped.extend((str(s.folder), s.reason) for s in skipped)
-        return registry

@@ -12,11 +12,11 @@ import base64
 import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
 from daemon.contracts import (
     Answer,
@@ -30,6 +30,7 @@ from daemon.contracts import (
     JobStatus,
     JobView,
     NotFinished,
+    Outgoing,
     ProgressCommand,
     ResultAnswer,
     RunnerError,
@@ -50,7 +51,7 @@ from daemon.scheduling.recurring import (
     new_schedule,
     schedule_view,
 )
-from daemon.store.records import Change, JobRecord, JobStore, PendingEvent, ScheduleRecord
+from daemon.store.records import Change, JobRecord, JobStore, ScheduleRecord
 
 __all__ = ["JOB_TYPES", "Jobs", "job_env"]
 
@@ -112,8 +113,11 @@ class Jobs:
         settings: Settings,
         environ: Mapping[str, str],
         dmss: DmssClient | None = None,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
+        self.clock: Clock = clock or SystemClock()
         self.registry = registry
         self.events = events
         self.settings = settings
@@ -157,7 +161,7 @@ class Jobs:
                 return prior, None, None
         job, address = await self._source(cmd, token)
         entity = job.model_dump(by_alias=True, exclude_unset=True)
-        now = datetime.now(UTC)
+        now = self.clock.now()
         uid = str(uuid.uuid4())
         schedule: ScheduleRecord | None = None
         if is_recurring(entity):
@@ -316,10 +320,10 @@ class Jobs:
                 new.logs = [*current.logs, *append_logs][-keep:]
             if percentage is not None:
                 new.percentage = percentage
-            events: list[PendingEvent] = []
+            events: list[Outgoing] = []
             if status is not None and status is not current.status:
                 new.status = status
-                now = datetime.now(UTC)
+                now = self.clock.now()
                 if status is JobStatus.RUNNING and new.started is None:
                     new.started = now
                 if status.is_terminal:

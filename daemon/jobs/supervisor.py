@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
+from daemon.clock import Clock, SystemClock
 from daemon.contracts import (
     Handle,
     JobdError,
@@ -31,8 +31,11 @@ __all__ = ["Supervisor"]
 
 
 class Supervisor:
-    def __init__(self, jobs: Jobs, *, log: Log, poll_min: float, poll_max: float) -> None:
+    def __init__(
+        self, jobs: Jobs, *, log: Log, poll_min: float, poll_max: float, clock: Clock | None = None
+    ) -> None:
         self.jobs = jobs
+        self.clock: Clock = clock or SystemClock()
         self.log = log
         self.poll_min = poll_min
         self.poll_max = poll_max
@@ -107,7 +110,7 @@ class Supervisor:
         if handle is None:
             try:
                 started = await runner.start(spec)
-            except RunnerError as exc:
+            except JobdError as exc:  # the runner's failure, or a contract error it raised (DMSS refused)
                 self.log.warning("runner could not start the job", uid=record.uid, error=exc.message)
                 message = f"the runner could not start the job: {exc.message}"
                 await self.jobs.change(record.uid, status=JobStatus.FAILED, message=message)
@@ -133,10 +136,11 @@ class Supervisor:
                 if record.time_limit is not None and self._over_limit(record):
                     await self._expire(runner, spec, handle, record)
                     return
+                kick.clear()  # before the poll: a push that lands during it makes the next wait short
                 try:
                     seen = await runner.poll(spec, handle)
                     failures = 0
-                except RunnerError as exc:
+                except JobdError as exc:
                     failures += 1
                     self.log.warning(
                         "polling the runner failed", uid=spec.uid, error=exc.message, failures=failures
@@ -162,9 +166,7 @@ class Supervisor:
                 wait = delay
                 if record.time_limit is not None:
                     wait = max(0.0, min(wait, self._remaining(record)))
-                kick.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(kick.wait(), wait)
+                await self.clock.wait(kick, wait)
         finally:
             if pusher is not None:
                 pusher.cancel()
@@ -184,7 +186,7 @@ class Supervisor:
     def _remaining(self, record: JobRecord) -> float:
         assert record.time_limit is not None
         since = (record.started or record.created).timestamp()
-        return since + record.time_limit - datetime.now(UTC).timestamp()
+        return since + record.time_limit - self.clock.now().timestamp()
 
     def _over_limit(self, record: JobRecord) -> bool:
         return self._remaining(record) <= 0

@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.contracts import ScheduleState
+from daemon.contracts import Outgoing, ScheduleState
 from daemon.jobs.events import EventFactory
 from daemon.scheduling.cron import CronSpec
 from daemon.scheduling.policy import Plan
-from daemon.store.records import PendingEvent, ScheduleChange, ScheduleRecord
+from daemon.store.records import ScheduleChange, ScheduleRecord
 
 __all__ = ["cron_spec", "fire_message_id", "record_fire", "start_body"]
 
@@ -62,7 +62,7 @@ def record_fire(
         new = dataclasses.replace(current, next_fire=outcome.next_fire)
         if handled is not None:
             new.last_fire = handled
-        out: list[PendingEvent] = []
+        out: list[Outgoing] = []
         out += [events.schedule(new, "fired", scheduled_for=t) for t in started]
         out += [
             events.schedule(new, "skipped", scheduled_for=t, message="the previous run is still active")

@@ -27,9 +27,10 @@ import heapq
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from daemon.contracts import ACTIVE, Answer, Log, ScheduleCloudEvent, ScheduleState
+from daemon.clock import Clock, SystemClock
+from daemon.contracts import ACTIVE, Answer, Log, Outgoing, ScheduleCloudEvent, ScheduleState
 from daemon.jobs.events import EventFactory
 from daemon.scheduling.cron import CronSpec
 from daemon.scheduling.fire import cron_spec, fire_message_id, record_fire, start_body
@@ -38,10 +39,10 @@ from daemon.store.records import JobStore, ScheduleChange, ScheduleRecord
 
 __all__ = ["Hold", "Landed", "Publish", "Scheduler"]
 
-#: Publish one command: routing key, body, message id. Raises when the broker did not confirm it.
-Publish = Callable[[str, bytes, str], Awaitable[None]]
-#: Publish commands (routing key, body, message id) to be delivered at an instant; which were confirmed.
-Hold = Callable[[Sequence[tuple[str, bytes, str]], datetime], Awaitable[list[bool]]]
+#: Publish one command. Raises when the broker did not confirm it.
+Publish = Callable[[Outgoing], Awaitable[None]]
+#: Publish commands to be delivered at an instant; which ones the broker confirmed.
+Hold = Callable[[Sequence[Outgoing], datetime], Awaitable[list[bool]]]
 #: Whether a start command with this message id reached the daemon (its idempotency key exists).
 Landed = Callable[[str], Awaitable[bool]]
 
@@ -54,7 +55,7 @@ class Scheduler:
         events: EventFactory,
         *,
         log: Log,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
         concurrency: int = 4096,
         rng: random.Random | None = None,
         hold: Hold | None = None,
@@ -68,7 +69,7 @@ class Scheduler:
         self.publish = publish
         self.events = events
         self.log = log
-        self.clock = clock
+        self.clock: Clock = clock or SystemClock()
         self._heap: list[tuple[datetime, str]] = []
         self._next: dict[str, datetime] = {}
         self._wake = asyncio.Event()
@@ -138,7 +139,7 @@ class Scheduler:
 
     async def _loop(self) -> None:
         while True:
-            now = self.clock()
+            now = self.clock.now()
             while self._heap and self._heap[0][0] <= now + self.lead:
                 when, uid = heapq.heappop(self._heap)
                 if self._next.get(uid) != when:
@@ -167,8 +168,7 @@ class Scheduler:
                 wake.append(self._heap[0][0] - self.lead)
             timeout = max(0.0, (min(wake) - now).total_seconds()) if wake else None
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await self.clock.wait(self._wake, timeout)
 
     def _take(self, when: datetime, *, held: bool = False) -> list[str]:
         """The schedules still due at ``when`` (not rescheduled since), now off the books.
@@ -202,12 +202,12 @@ class Scheduler:
         except Exception as exc:
             self.log.error("reading due schedules failed; retrying soon", error=repr(exc))
             for uid in uids:
-                self.reschedule(uid, held or self.clock() + timedelta(seconds=1))
+                self.reschedule(uid, held or self.clock.now() + timedelta(seconds=1))
             return
         if held is None:
             await asyncio.gather(*(self._guarded_fire(uid, records.get(uid)) for uid in uids))
             return
-        fires: list[tuple[str, bytes]] = []
+        fires: list[Outgoing] = []
         for start in range(0, len(uids), self.hold_batch):
             chunk = uids[start : start + self.hold_batch]
             try:
@@ -219,7 +219,7 @@ class Scheduler:
                         self._direct.add(uid)
                         self.reschedule(uid, held)
         if fires:
-            ahead = (held - self.clock()).total_seconds()
+            ahead = (held - self.clock.now()).total_seconds()
             self.log.info(
                 "fires held in the broker", count=len(fires), instant=held.isoformat(), ahead_s=ahead
             )
@@ -228,13 +228,13 @@ class Scheduler:
 
     async def _hold_chunk(
         self, uids: list[str], records: Mapping[str, ScheduleRecord], instant: datetime
-    ) -> list[tuple[str, bytes]]:
+    ) -> list[Outgoing]:
         """Hold a slice of a burst: plan each, publish the holdable ones together, advance them together.
 
         What cannot be held (jitter, an active run, anything but exactly this fire due) goes back on
         the heap for the instant itself.
         """
-        ready: list[tuple[ScheduleRecord, Plan, str, bytes]] = []
+        ready: list[tuple[ScheduleRecord, Plan, Outgoing]] = []
         for uid in uids:
             record = records.get(uid)
             if record is None or record.state is not ScheduleState.ACTIVE:
@@ -245,26 +245,23 @@ class Scheduler:
                 self._direct.add(uid)
                 self.reschedule(uid, instant)
                 continue
-            ready.append((record, outcome, fire_message_id(uid, instant), start_body(record, instant)))
+            ready.append((record, outcome, _start(record, instant)))
         if not ready:
             return []
         assert self.hold is not None
-        confirmed = await self.hold([("job.start", body, mid) for _, _, mid, body in ready], instant)
+        confirmed = await self.hold([fire for _, _, fire in ready], instant)
         decisions = {}
-        fires: list[tuple[str, bytes]] = []
-        for (record, outcome, mid, body), ok in zip(ready, confirmed, strict=True):
+        fires: list[Outgoing] = []
+        for (record, outcome, fire), ok in zip(ready, confirmed, strict=True):
             if ok:
                 decisions[record.uid] = record_fire(self.events, outcome, [instant], [])
-                fires.append((mid, body))
+                fires.append(fire)
             else:
                 self._direct.add(record.uid)
                 self.reschedule(record.uid, instant)
         updated = await self.store.modify_schedules(decisions)
         for uid in decisions:
-            new = updated.get(uid)
-            self.reschedule(
-                uid, new.next_fire if new is not None and new.state is ScheduleState.ACTIVE else None
-            )
+            self.reschedule(uid, _next_if_active(updated.get(uid)))
         return fires
 
     async def _guarded_fire(self, uid: str, record: ScheduleRecord | None = None) -> None:
@@ -273,19 +270,19 @@ class Scheduler:
                 await self.fire(uid, record)
             except Exception as exc:
                 self.log.error("a schedule failed to fire; retrying soon", schedule=uid, error=repr(exc))
-                self.reschedule(uid, self.clock() + timedelta(seconds=1))
+                self.reschedule(uid, self.clock.now() + timedelta(seconds=1))
 
-    async def _audit(self, instant: datetime, fires: list[tuple[str, bytes]]) -> None:
+    async def _audit(self, instant: datetime, fires: list[Outgoing]) -> None:
         """Publish again, directly, any held fire that never reached a daemon (same id: no duplicate)."""
         assert self.landed is not None
-        delay = (instant - self.clock()).total_seconds() + self.audit_after
-        await asyncio.sleep(max(0.0, delay))  # a timer: the audit's moment, not a synchronisation
+        delay = (instant - self.clock.now()).total_seconds() + self.audit_after
+        await self.clock.sleep(delay)  # a timer: the audit's moment, not a synchronisation
         lost = 0
-        for message_id, body in fires:
-            if not await self.landed(message_id):
+        for fire in fires:
+            if not await self.landed(fire.message_id):
                 lost += 1
                 with contextlib.suppress(Exception):
-                    await self.publish("job.start", body, message_id)
+                    await self.publish(fire)
         if lost:
             self.log.warning("held fires had not arrived; published again", count=lost, instant=str(instant))
 
@@ -314,7 +311,7 @@ class Scheduler:
         if record is None or record.state is not ScheduleState.ACTIVE:
             self._firing_at.pop(uid, None)
             return
-        now = self.clock()
+        now = self.clock.now()
         outcome, policy = self._plan(record, now)
         started: list[datetime] = []
         skipped: list[datetime] = []
@@ -324,9 +321,7 @@ class Scheduler:
             else:
                 skipped.append(scheduled)
         updated = await self.store.modify_schedule(uid, record_fire(self.events, outcome, started, skipped))
-        self.reschedule(
-            uid, updated.next_fire if updated is not None and updated.state is ScheduleState.ACTIVE else None
-        )
+        self.reschedule(uid, _next_if_active(updated))
 
     async def _holdable(
         self, record: ScheduleRecord, outcome: Plan, policy: Policy, instant: datetime
@@ -344,13 +339,11 @@ class Scheduler:
         if active is not None and policy.overlap == "forbid":
             return False
         if active is not None and policy.overlap == "replace":
-            await self.publish(
-                "job.stop", json.dumps({"uid": active}).encode(), f"schedule:{record.uid}:replace:{active}"
-            )
+            stop = json.dumps({"uid": active}).encode()
+            await self.publish(Outgoing("job.stop", f"schedule:{record.uid}:replace:{active}", stop))
         if policy.jitter > timedelta(0) and trigger is None:
-            await asyncio.sleep(self._rng.uniform(0, policy.jitter.total_seconds()))  # the jitter itself
-        message_id = trigger or fire_message_id(record.uid, scheduled)
-        await self.publish("job.start", start_body(record, scheduled), message_id)
+            await self.clock.sleep(self._rng.uniform(0, policy.jitter.total_seconds()))  # the jitter itself
+        await self.publish(_start(record, scheduled, trigger))
         return True
 
     async def _active_run(self, record: ScheduleRecord) -> str | None:
@@ -368,7 +361,7 @@ class Scheduler:
         record = await self.store.get_schedule(uid)
         if record is None:
             return False
-        now = self.clock()
+        now = self.clock.now()
         ran = await self._run(
             record, now, Policy.from_entity(record.policy), trigger=f"schedule:{uid}:trigger:{message_id}"
         )
@@ -408,7 +401,7 @@ class Scheduler:
 
     async def set_state(self, uid: str, state: ScheduleState) -> ScheduleRecord | None:
         """Pause, resume or remove. Resuming skips what fell due while paused: it starts afresh from now."""
-        now = self.clock()
+        now = self.clock.now()
         events = self.events
         event = {
             ScheduleState.PAUSED: "paused",
@@ -431,7 +424,7 @@ class Scheduler:
 
         updated = await self.store.modify_schedule(uid, decide)
         if updated is not None:
-            self.reschedule(uid, updated.next_fire if updated.state is ScheduleState.ACTIVE else None)
+            self.reschedule(uid, _next_if_active(updated))
         return updated
 
     async def close(self) -> None:
@@ -444,3 +437,10 @@ class Scheduler:
 def _next_if_active(record: ScheduleRecord | None) -> datetime | None:
     """When an active schedule fires next; None for one that is not (it leaves the heap)."""
     return record.next_fire if record is not None and record.state is ScheduleState.ACTIVE else None
+
+
+def _start(record: ScheduleRecord, scheduled: datetime, message_id: str | None = None) -> Outgoing:
+    """A fire's start command; its message id is the fire's own unless a trigger names one."""
+    return Outgoing(
+        "job.start", message_id or fire_message_id(record.uid, scheduled), start_body(record, scheduled)
+    )

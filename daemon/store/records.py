@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from daemon.contracts import Handle, JobStatus, ScheduleState
+from daemon.contracts import Handle, JobStatus, Outgoing, ScheduleState
 
 __all__ = [
     "Change",
     "JobRecord",
     "JobStore",
     "OutboxRow",
-    "PendingEvent",
     "PendingWriteback",
     "ScheduleChange",
     "ScheduleRecord",
@@ -78,24 +77,15 @@ class ScheduleRecord:
 @dataclass(frozen=True)
 class ScheduleChange:
     record: ScheduleRecord
-    events: Sequence[PendingEvent] = ()
+    events: Sequence[Outgoing] = ()
 
 
-@dataclass(frozen=True)
-class PendingEvent:
-    """An event to publish, written to the outbox with the change that caused it."""
-
-    routing_key: str
-    message_id: str
-    body: bytes
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
+    """An event waiting in the outbox: its row id (to delete it once confirmed) and the message."""
+
     id: int
-    routing_key: str
-    message_id: str
-    body: bytes
+    message: Outgoing
 
 
 @dataclass(frozen=True)
@@ -132,7 +122,7 @@ class Change:
     """What a :meth:`JobStore.modify` callback decided: the new record and the events it causes."""
 
     record: JobRecord
-    events: Sequence[PendingEvent] = ()
+    events: Sequence[Outgoing] = ()
     writebacks: Sequence[PendingWriteback] = ()
 
 
@@ -153,7 +143,7 @@ class JobStore(Protocol):
         *,
         key: str | None,
         answer: bytes,
-        events: Sequence[PendingEvent],
+        events: Sequence[Outgoing],
         schedule: ScheduleRecord | None = None,
         scheduled_for: datetime | None = None,
         run_limit: int = 100,
@@ -172,9 +162,7 @@ class JobStore(Protocol):
 
     async def answer_for(self, key: str) -> bytes | None: ...
 
-    async def remember(
-        self, key: str, uid: str, answer: bytes, events: Sequence[PendingEvent]
-    ) -> bytes | None:
+    async def remember(self, key: str, uid: str, answer: bytes, events: Sequence[Outgoing]) -> bytes | None:
         """Store ``answer`` under ``key`` with ``events``, for a command refused without a job.
 
         Returns the answer already stored under ``key`` (then nothing is written), else ``None``.

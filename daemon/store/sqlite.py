@@ -18,12 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from daemon.contracts import ACTIVE, JobStatus, ScheduleState
+from daemon.contracts import ACTIVE, JobStatus, Outgoing, ScheduleState
 from daemon.store.records import (
     Change,
     JobRecord,
     OutboxRow,
-    PendingEvent,
     PendingWriteback,
     ScheduleChange,
     ScheduleRecord,
@@ -204,7 +203,7 @@ def _record_values(r: JobRecord) -> tuple[Any, ...]:
     )
 
 
-def _write_events(conn: sqlite3.Connection, events: Sequence[PendingEvent]) -> None:
+def _write_events(conn: sqlite3.Connection, events: Sequence[Outgoing]) -> None:
     if events:
         conn.executemany(
             "INSERT INTO outbox (routing_key, message_id, body) VALUES (?, ?, ?)",
@@ -369,7 +368,7 @@ class SqliteStore:
         *,
         key: str | None,
         answer: bytes,
-        events: Sequence[PendingEvent],
+        events: Sequence[Outgoing],
         schedule: ScheduleRecord | None = None,
         scheduled_for: datetime | None = None,
         run_limit: int = 100,
@@ -403,9 +402,7 @@ class SqliteStore:
 
         return await self._write(op, committed=committed)
 
-    async def remember(
-        self, key: str, uid: str, answer: bytes, events: Sequence[PendingEvent]
-    ) -> bytes | None:
+    async def remember(self, key: str, uid: str, answer: bytes, events: Sequence[Outgoing]) -> bytes | None:
         def op(conn: sqlite3.Connection) -> bytes | None:
             row = conn.execute("SELECT answer FROM idempotency WHERE key = ?", (key,)).fetchone()
             if row is not None:
@@ -478,7 +475,10 @@ class SqliteStore:
             rows = conn.execute(
                 "SELECT id, routing_key, message_id, body FROM outbox ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
-            return [OutboxRow(r["id"], r["routing_key"], r["message_id"], bytes(r["body"])) for r in rows]
+            return [
+                OutboxRow(r["id"], Outgoing(r["routing_key"], r["message_id"], bytes(r["body"])))
+                for r in rows
+            ]
 
         return await self._read(op)
 

@@ -24,11 +24,11 @@ TYPES = (AZURE_TYPE, *CLASSIC_TYPES)
 
 
 class _Plugin:
-    types = TYPES
+    types: tuple[str, ...] = TYPES
 
     def create(self, ctx: RunnerContext) -> AzureRunner:
         try:
-            cfg = AzureConfig.from_env(ctx.env)
+            cfg = AzureConfig.from_env(ctx.env, log_lines=ctx.settings.log_lines)
         except ConfigError as exc:
             raise RunnerUnavailable(f"the Azure runners are off: {exc}") from None
         ctx.log.info("Azure runners configured", config=repr(cfg))

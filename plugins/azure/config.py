@@ -74,7 +74,7 @@ class AzureConfig:
     log_lines: int = 200
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> AzureConfig:
+    def from_env(cls, env: Mapping[str, str], *, log_lines: int = 200) -> AzureConfig:
         """Read and check every setting; raises ConfigError naming the first wrong one."""
 
         def get(name: str) -> str | None:
@@ -136,7 +136,7 @@ class AzureConfig:
             workspace_key=workspace_key,
             default_subnet_id=subnet,
             secure_variables=secure,
-            log_lines=int(_number(get, "DM_JOBD_LOG_LINES", 200, minimum=1)),
+            log_lines=log_lines,
         )
 
 

@@ -60,22 +60,18 @@ def docker_url(environ: Mapping[str, str]) -> str:
 
 
 class _Plugin:
-    types = TYPES
+    types: tuple[str, ...] = TYPES
 
     def create(self, ctx: RunnerContext) -> ContainerRunner:
         try:
             auths = parse_auths(ctx.env.get("DM_JOBD_DOCKER_AUTH"))
         except ValueError as exc:
             raise RunnerUnavailable(str(exc)) from None
-        try:
-            log_lines = int(ctx.env.get("DM_JOBD_LOG_LINES") or 200)
-        except ValueError:
-            log_lines = 200
         return ContainerRunner(
             Engine(docker_url(ctx.env), auths),
             ctx.state_dir,
             ctx.log,
-            log_lines=log_lines,
+            log_lines=ctx.settings.log_lines,
             default_network=ctx.env.get("DM_JOBD_DOCKER_NETWORK") or None,
         )
 

@@ -34,7 +34,7 @@ TYPES = ("dmss://WorkflowDS/Blueprints/Radix",)
 
 
 class _Plugin:
-    types = TYPES
+    types: tuple[str, ...] = TYPES
 
     def create(self, ctx: RunnerContext) -> RadixRunner:
         template = ctx.env.get("DM_JOBD_RADIX_URL_TEMPLATE") or DEFAULT_URL_TEMPLATE
