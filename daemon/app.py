@@ -23,11 +23,15 @@ from daemon.dmss.writeback import WritebackRelay
 from daemon.jobs.control import JobService
 from daemon.jobs.dispatch import Dispatcher, start_key
 from daemon.jobs.events import EventFactory
+from daemon.jobs.intake import Intake
 from daemon.jobs.outbox import OutboxRelay
 from daemon.jobs.registry import Registry
 from daemon.jobs.service import Jobs
 from daemon.jobs.supervisor import Supervisor
+from daemon.scheduling.commands import ScheduleCommands
+from daemon.scheduling.held import HeldBursts
 from daemon.scheduling.scheduler import Scheduler
+from daemon.scheduling.starts import Starts
 from daemon.store.records import JobRecord, ScheduleRecord
 from daemon.store.sqlite import SqliteStore
 
@@ -82,6 +86,7 @@ class Daemon:
             verify: bool | str = str(s.dmss_ca_bundle) if s.dmss_ca_bundle else True
             self.dmss = DmssClient(s.dmss_url, timeout=s.dmss_timeout_seconds, verify=verify)
         self.jobs = Jobs(self.store, self.registry, self.events, s, self.environ, self.dmss, clock=self.clock)
+        self.intake = Intake(self.store, self.registry, self.events, s, self.dmss, clock=self.clock)
         self.supervisor = Supervisor(
             self.jobs,
             log=self.log,
@@ -89,21 +94,36 @@ class Daemon:
             poll_max=s.poll_max_seconds,
             clock=self.clock,
         )
+        starts = Starts(self.store, self._publish_command, self.clock)
+        held = None
+        if s.schedule_lead_seconds > 0:
+            held = HeldBursts(
+                self.store,
+                self.events,
+                starts,
+                self._hold_commands,
+                clock=self.clock,
+                log=self.log,
+                landed=self._landed,
+            )
         self.scheduler = Scheduler(
             self.store,
-            self._publish_command,
+            starts,
             self.events,
             log=self.log,
             clock=self.clock,
-            hold=self._hold_commands if s.schedule_lead_seconds > 0 else None,
-            landed=self._landed,
+            held=held,
             lead=s.schedule_lead_seconds,
             burst=s.schedule_burst,
         )
+        self.schedules = ScheduleCommands(
+            self.store, self.events, starts, clock=self.clock, reschedule=self.scheduler.reschedule
+        )
         self.dispatcher = Dispatcher(
             self.jobs,
+            self.intake,
             self.control,
-            self.scheduler,
+            self.schedules,
             log=self.log,
             max_body_bytes=s.max_body_bytes,
             delivery_limit=s.delivery_limit,
@@ -119,7 +139,7 @@ class Daemon:
                 retry_limit=s.dmss_retry_limit,
                 note=self._note_writeback,
             )
-        self.control.bind(self.jobs, self.supervisor, self.scheduler)
+        self.control.bind(self.jobs, self.intake, self.supervisor, self.schedules)
         self.store.on_commit = self._committed
         self.store.on_insert = self._inserted
         #: Opened by :meth:`start`: the bus's publishers, the outbox relay, the consumer.

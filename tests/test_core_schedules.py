@@ -113,13 +113,15 @@ async def test_a_held_fire_that_never_arrives_is_published_again_by_the_audit(
             lost.extend(c.message_id for c in commands)
             return [True] * len(commands)  # "confirmed", then lost
 
-        daemon.scheduler.hold = lose
+        held = daemon.scheduler.held
+        assert held is not None
+        held.hold = lose
         uids = [(await start(bus, recurring("0 0 1 1 *", label=f"yearly {i}")))["uid"] for i in range(2)]
         await clock.sleeping()
         await clock.advance_to(clock.now().replace(year=2031) - timedelta(seconds=30))
         await poll(lambda: value(len(lost)), lambda n: n == 2)
         assert all(fires(bus, uid) == [] for uid in uids)
-        await clock.advance(30 + daemon.scheduler.audit_after)  # the instant, then the audit
+        await clock.advance(30 + held.audit_after)  # the instant, then the audit
         for uid in uids:
             await poll(lambda u=uid: completed_runs(bus, u), lambda n: n == 1)  # type: ignore[misc]
         assert sorted(f for uid in uids for f in fires(bus, uid)) == sorted(lost), "the same ids, again"

@@ -14,7 +14,7 @@ from daemon.jobs.dispatch import MAX_DEPTH, Dispatcher, parse_body
 def test_every_command_has_exactly_one_handler() -> None:
     nothing = cast(Any, None)  # the table is built from bound methods; nothing is called here
     dispatcher = Dispatcher(
-        nothing, nothing, nothing, log=structlog.get_logger(), max_body_bytes=1, delivery_limit=1
+        nothing, nothing, nothing, nothing, log=structlog.get_logger(), max_body_bytes=1, delivery_limit=1
     )
     assert dispatcher.commands == frozenset(COMMAND_MODELS)
 

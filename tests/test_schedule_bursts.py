@@ -126,8 +126,9 @@ async def test_a_held_fire_that_never_arrives_is_published_again(settings: Setti
         Daemon(bursty(settings, burst=2, lead=2.0), vhost_url) as jobd,
         await JobdClient.connect(vhost_url) as client,
     ):
-        jobd.scheduler.hold = lose
-        jobd.scheduler.audit_after = 0.2
+        assert jobd.scheduler.held is not None
+        jobd.scheduler.held.hold = lose
+        jobd.scheduler.held.audit_after = 0.2
         uids = [str((await client.start(recurring("* * * * * *"))).uid) for _ in range(2)]
         runs = {uid: await at_least_runs(client, uid, 2) for uid in uids}
         for uid in uids:

@@ -161,7 +161,7 @@ async def test_bad_schedules_are_refused_clearly(client: JobdClient) -> None:
 
 async def test_a_fire_published_twice_starts_one_job(jobd: Daemon, client: JobdClient) -> None:
     """A crash between publishing a fire and recording it: the fire is published again, same id."""
-    original = jobd.scheduler.publish
+    original = jobd.scheduler.starts.publish
     failed_once: set[str] = set()
 
     async def publish_then_crash(command: Outgoing) -> None:
@@ -171,7 +171,7 @@ async def test_a_fire_published_twice_starts_one_job(jobd: Daemon, client: JobdC
             failed_once.add(message_id)
             raise ConnectionError("the daemon died right after publishing")
 
-    jobd.scheduler.publish = publish_then_crash
+    jobd.scheduler.starts.publish = publish_then_crash
     uid = str((await client.start(recurring("* * * * * *"))).uid)
     runs = await at_least_runs(client, uid, 3)
     await client.stop(uid)

@@ -1,1 +1,2 @@
-"""The message bus: everything that speaks AMQP, and the only package that imports aio-pika."""
+"""The message bus: the protocols the core uses (ports, message), RabbitMQ behind them (amqp, the only
+aio-pika importer) and an in-memory bus for tests (memory)."""

@@ -1,2 +1,2 @@
-"""Jobs: the state machine and its commands, the watchers, the runner registry and boundary,
-events and the outbox relay."""
+"""Jobs: intake, the state machine, the job environment, answers, the command table, the watchers,
+the runner registry and its error boundary, events and the outbox relay."""

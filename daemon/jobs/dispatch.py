@@ -34,10 +34,12 @@ from daemon.contracts import (
     describe_validation_error,
 )
 from daemon.jobs.control import JobService
+from daemon.jobs.intake import Intake
 from daemon.jobs.service import Jobs
+from daemon.jobs.views import job_answer
+from daemon.scheduling.commands import ScheduleCommands
 from daemon.scheduling.fire import fire_message_id
 from daemon.scheduling.recurring import schedule_view
-from daemon.scheduling.scheduler import Scheduler
 from daemon.store.records import ScheduleRecord
 
 __all__ = ["MAX_DEPTH", "Dispatcher", "parse_body", "start_key"]
@@ -112,16 +114,18 @@ class Dispatcher:
     def __init__(
         self,
         jobs: Jobs,
+        intake: Intake,
         control: JobService,
-        scheduler: Scheduler,
+        schedules: ScheduleCommands,
         *,
         log: Log,
         max_body_bytes: int,
         delivery_limit: int,
     ) -> None:
         self.jobs = jobs
+        self.intake = intake
         self.control = control
-        self.scheduler = scheduler
+        self.schedules = schedules
         self.log = log
         self.max_body_bytes = max_body_bytes
         self.delivery_limit = delivery_limit
@@ -210,12 +214,12 @@ class Dispatcher:
             and scheduled is not None
             and delivery.message_id == fire_message_id(uid, scheduled)  # a scheduled fire, not a trigger
         ):
-            refused = await self.scheduler.admit(uid, scheduled, key)
+            refused = await self.schedules.admit(uid, scheduled, key)
             if refused is not None:
                 return refused
         # The launch (or the first fire) follows from the commit itself (the store's on_insert),
         # so a handler cancelled after the commit, by a dropped connection say, loses nothing.
-        answer, record, schedule = await self.jobs.accept(command, key=key, user_id=delivery.user_id)
+        answer, record, schedule = await self.intake.accept(command, key=key, user_id=delivery.user_id)
         if schedule is not None:
             self.log.info("schedule registered", uid=schedule.uid, cron=schedule.cron)
         elif record is not None:
@@ -227,17 +231,17 @@ class Dispatcher:
         if stopped:
             self.log.info("job stopped", uid=record.uid)
         message = "stopped" if stopped else f"nothing to stop: the job is {record.status.value}"
-        return self._dump(self.jobs.answer(record, message))
+        return self._dump(job_answer(record, message))
 
     async def _status(self, command: UidCommand, delivery: Delivery) -> bytes:
-        return self._dump(self.jobs.answer(await self.jobs.get(command.uid), "status"))
+        return self._dump(job_answer(await self.jobs.get(command.uid), "status"))
 
     async def _result(self, command: UidCommand, delivery: Delivery) -> bytes:
         return self._dump(await self.jobs.result(command.uid))
 
     async def _progress(self, command: ProgressCommand, delivery: Delivery) -> bytes:
         record = await self.jobs.progress(command)
-        return self._dump(self.jobs.answer(record, "progress recorded"))
+        return self._dump(job_answer(record, "progress recorded"))
 
     async def _list_schedules(self, command: ScheduleListCommand, delivery: Delivery) -> bytes:
         views = [schedule_view(s) for s in await self.jobs.store.list_schedules()]
@@ -260,7 +264,7 @@ class Dispatcher:
 
     async def _set_schedule(self, uid: str, state: ScheduleState) -> bytes:
         record = await self._schedule_of(uid)
-        record = await self.scheduler.set_state(uid, state) or record
+        record = await self.schedules.set_state(uid, state) or record
         return self._schedule_answer(record, f"the schedule is {record.state}")
 
     async def _trigger_schedule(self, command: UidCommand, delivery: Delivery) -> bytes:
@@ -268,7 +272,7 @@ class Dispatcher:
         record = await self._schedule_of(uid)
         if record.state.is_final:
             raise BadCommand(f"the schedule is {record.state}; it cannot fire")
-        ran = await self.scheduler.trigger(uid, delivery.message_id or uuid.uuid4().hex)
+        ran = await self.schedules.trigger(uid, delivery.message_id or uuid.uuid4().hex)
         message = "fired now" if ran else "skipped: the previous run is still active (overlap: forbid)"
         return self._schedule_answer(await self.jobs.store.get_schedule(uid) or record, message)
 

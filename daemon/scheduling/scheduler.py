@@ -11,78 +11,61 @@ again after the restart with the same id (a no-op), and of two daemons only one 
 
 Bursts are handed to the broker early. When at least ``burst`` schedules fall due at one instant, their
 start commands are published up to ``lead`` seconds ahead into a hold queue that releases them at
-that instant (:class:`daemon.bus.amqp.CommandHold`): the broker moves thousands of messages in a fraction
-of a second, where publishing them at the instant takes seconds. Only fires whose decision cannot
-change are held: no jitter, and no active run unless the overlap policy is ``allow``; the others fire
-at their instant as usual. Pause, removal and ``forbid`` are checked again when a fire's command
-arrives (:meth:`Scheduler.admit`), and a held fire that never arrived is published again (same id).
+that instant (:mod:`daemon.scheduling.held`). Pause, removal and ``forbid`` are checked again when a
+fire's command arrives (:meth:`~daemon.scheduling.commands.ScheduleCommands.admit`).
+
+This module is the heap and its loop; a run's start is :mod:`~daemon.scheduling.starts`, the
+commands that change a schedule are :mod:`~daemon.scheduling.commands`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import heapq
-import json
-import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 
 from daemon.clock import Clock, SystemClock
-from daemon.contracts import ACTIVE, Answer, Log, Outgoing, ScheduleCloudEvent, ScheduleState
+from daemon.contracts import Log, Outgoing, ScheduleCloudEvent, ScheduleState
 from daemon.jobs.events import EventFactory
-from daemon.scheduling.cron import CronSpec
-from daemon.scheduling.fire import cron_spec, fire_message_id, record_fire, start_body
-from daemon.scheduling.policy import Plan, Policy, plan
-from daemon.store.records import JobStore, ScheduleChange, ScheduleRecord
+from daemon.scheduling.commands import next_if_active
+from daemon.scheduling.fire import record_fire
+from daemon.scheduling.held import HeldBursts
+from daemon.scheduling.starts import Starts
+from daemon.store.records import JobStore, ScheduleRecord
 
-__all__ = ["Hold", "Landed", "Publish", "Scheduler"]
-
-#: Publish one command. Raises when the broker did not confirm it.
-Publish = Callable[[Outgoing], Awaitable[None]]
-#: Publish commands to be delivered at an instant; which ones the broker confirmed.
-Hold = Callable[[Sequence[Outgoing], datetime], Awaitable[list[bool]]]
-#: Whether a start command with this message id reached the daemon (its idempotency key exists).
-Landed = Callable[[str], Awaitable[bool]]
+__all__ = ["Scheduler"]
 
 
 class Scheduler:
     def __init__(
         self,
         store: JobStore,
-        publish: Publish,
+        starts: Starts,
         events: EventFactory,
         *,
         log: Log,
         clock: Clock | None = None,
-        concurrency: int = 4096,
-        rng: random.Random | None = None,
-        hold: Hold | None = None,
-        landed: Landed | None = None,
+        held: HeldBursts | None = None,
         lead: float = 30.0,
         burst: int = 100,
-        audit_after: float = 60.0,
-        hold_batch: int = 500,
+        concurrency: int = 4096,
     ) -> None:
         self.store = store
-        self.publish = publish
+        self.starts = starts
         self.events = events
         self.log = log
         self.clock: Clock = clock or SystemClock()
+        #: The held-burst protocol; None: every fire is published at its instant.
+        self.held = held
+        self.lead = timedelta(seconds=lead if held is not None else 0.0)
+        self.burst = burst
         self._heap: list[tuple[datetime, str]] = []
         self._next: dict[str, datetime] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._limit = asyncio.Semaphore(concurrency)
         self._firing: set[asyncio.Task[None]] = set()
-        self._rng = rng or random.Random()  # noqa: S311 (jitter, not cryptography)
-        self.hold = hold
-        self.landed = landed
-        self.lead = timedelta(seconds=lead if hold is not None else 0.0)
-        self.burst = burst
-        self.audit_after = audit_after
-        self.hold_batch = hold_batch
         #: Fires within ``lead`` of now, by instant: taken off the heap, not yet fired.
         self._soon: dict[datetime, list[str]] = {}
         self._soon_heap: list[datetime] = []
@@ -149,7 +132,7 @@ class Scheduler:
                     bucket = self._soon[when] = []
                     heapq.heappush(self._soon_heap, when)
                 bucket.append(uid)
-            if self.hold is not None:
+            if self.held is not None:
                 for when, bucket in self._soon.items():
                     if when > now and bucket and (when in self._held or len(bucket) >= self.burst):
                         self._held.add(when)
@@ -199,106 +182,48 @@ class Scheduler:
         """Everything due at once: one store read for all of them, then each fires on its own."""
         try:
             records = await self.store.get_schedules(uids)
-        except Exception as exc:
+        except Exception as exc:  # the store is unavailable: try again shortly, lose nothing
             self.log.error("reading due schedules failed; retrying soon", error=repr(exc))
             for uid in uids:
                 self.reschedule(uid, held or self.clock.now() + timedelta(seconds=1))
             return
-        if held is None:
+        if held is None or self.held is None:
             await asyncio.gather(*(self._guarded_fire(uid, records.get(uid)) for uid in uids))
             return
         fires: list[Outgoing] = []
-        for start in range(0, len(uids), self.hold_batch):
-            chunk = uids[start : start + self.hold_batch]
+        for start in range(0, len(uids), self.held.batch):
+            chunk = uids[start : start + self.held.batch]
             try:
-                fires += await self._hold_chunk(chunk, records, held)
-            except Exception as exc:
+                outcome = await self.held.hold_slice(chunk, records, held)
+            except Exception as exc:  # the broker or store failed the slice: fire at the instant instead
                 self.log.error("holding fires failed; they fire at their instant", error=repr(exc))
                 for uid in chunk:
                     if uid in self._firing_at:
                         self._direct.add(uid)
                         self.reschedule(uid, held)
+                continue
+            for uid in outcome.gone:
+                self._firing_at.pop(uid, None)
+            for uid in outcome.direct:
+                self._direct.add(uid)
+                self.reschedule(uid, held)
+            for uid, record in outcome.advanced.items():
+                self.reschedule(uid, next_if_active(record))
+            fires += outcome.fires
         if fires:
             ahead = (held - self.clock.now()).total_seconds()
             self.log.info(
                 "fires held in the broker", count=len(fires), instant=held.isoformat(), ahead_s=ahead
             )
-        if fires and self.landed is not None:
-            self._spawn(self._audit(held, fires))
-
-    async def _hold_chunk(
-        self, uids: list[str], records: Mapping[str, ScheduleRecord], instant: datetime
-    ) -> list[Outgoing]:
-        """Hold a slice of a burst: plan each, publish the holdable ones together, advance them together.
-
-        What cannot be held (jitter, an active run, anything but exactly this fire due) goes back on
-        the heap for the instant itself.
-        """
-        ready: list[tuple[ScheduleRecord, Plan, Outgoing]] = []
-        for uid in uids:
-            record = records.get(uid)
-            if record is None or record.state is not ScheduleState.ACTIVE:
-                self._firing_at.pop(uid, None)
-                continue
-            outcome, policy = self._plan(record, instant)
-            if not await self._holdable(record, outcome, policy, instant):
-                self._direct.add(uid)
-                self.reschedule(uid, instant)
-                continue
-            ready.append((record, outcome, _start(record, instant)))
-        if not ready:
-            return []
-        assert self.hold is not None
-        confirmed = await self.hold([fire for _, _, fire in ready], instant)
-        decisions = {}
-        fires: list[Outgoing] = []
-        for (record, outcome, fire), ok in zip(ready, confirmed, strict=True):
-            if ok:
-                decisions[record.uid] = record_fire(self.events, outcome, [instant], [])
-                fires.append(fire)
-            else:
-                self._direct.add(record.uid)
-                self.reschedule(record.uid, instant)
-        updated = await self.store.modify_schedules(decisions)
-        for uid in decisions:
-            self.reschedule(uid, _next_if_active(updated.get(uid)))
-        return fires
+            self._spawn(self.held.audit(held, fires))
 
     async def _guarded_fire(self, uid: str, record: ScheduleRecord | None = None) -> None:
         async with self._limit:
             try:
                 await self.fire(uid, record)
-            except Exception as exc:
+            except Exception as exc:  # the broker or store failed this fire: it is tried again shortly
                 self.log.error("a schedule failed to fire; retrying soon", schedule=uid, error=repr(exc))
                 self.reschedule(uid, self.clock.now() + timedelta(seconds=1))
-
-    async def _audit(self, instant: datetime, fires: list[Outgoing]) -> None:
-        """Publish again, directly, any held fire that never reached a daemon (same id: no duplicate)."""
-        assert self.landed is not None
-        delay = (instant - self.clock.now()).total_seconds() + self.audit_after
-        await self.clock.sleep(delay)  # a timer: the audit's moment, not a synchronisation
-        lost = 0
-        for fire in fires:
-            if not await self.landed(fire.message_id):
-                lost += 1
-                with contextlib.suppress(Exception):
-                    await self.publish(fire)
-        if lost:
-            self.log.warning("held fires had not arrived; published again", count=lost, instant=str(instant))
-
-    # -- firing ------------------------------------------------------------------------------------
-
-    def _plan(self, record: ScheduleRecord, now: datetime) -> tuple[Plan, Policy]:
-        policy = Policy.from_entity(record.policy)
-        outcome = plan(
-            cron_spec(record.cron, record.time_zone),
-            last=record.last_fire,
-            now=now,
-            policy=policy,
-            start_date=record.start_date,
-            end_date=record.end_date,
-        )
-        return outcome, policy
 
     async def fire(self, uid: str, record: ScheduleRecord | None = None) -> None:
         """Handle whatever is due for one schedule now, then put its next fire on the heap.
@@ -311,136 +236,19 @@ class Scheduler:
         if record is None or record.state is not ScheduleState.ACTIVE:
             self._firing_at.pop(uid, None)
             return
-        now = self.clock.now()
-        outcome, policy = self._plan(record, now)
+        outcome, policy = self.starts.plan(record, self.clock.now())
         started: list[datetime] = []
         skipped: list[datetime] = []
         for scheduled in outcome.fire:
-            if await self._run(record, scheduled, policy, trigger=None):
+            if await self.starts.run(record, scheduled, policy, trigger=None):
                 started.append(scheduled)
             else:
                 skipped.append(scheduled)
         updated = await self.store.modify_schedule(uid, record_fire(self.events, outcome, started, skipped))
-        self.reschedule(uid, _next_if_active(updated))
-
-    async def _holdable(
-        self, record: ScheduleRecord, outcome: Plan, policy: Policy, instant: datetime
-    ) -> bool:
-        """Whether nothing can change this fire's decision before its instant."""
-        if outcome.fire != (instant,) or outcome.retired or policy.jitter > timedelta(0):
-            return False
-        return policy.overlap == "allow" or await self._active_run(record) is None
-
-    async def _run(
-        self, record: ScheduleRecord, scheduled: datetime, policy: Policy, *, trigger: str | None
-    ) -> bool:
-        """Apply the overlap policy and publish the start; False when the fire is skipped."""
-        active = await self._active_run(record)
-        if active is not None and policy.overlap == "forbid":
-            return False
-        if active is not None and policy.overlap == "replace":
-            stop = json.dumps({"uid": active}).encode()
-            await self.publish(Outgoing("job.stop", f"schedule:{record.uid}:replace:{active}", stop))
-        if policy.jitter > timedelta(0) and trigger is None:
-            await self.clock.sleep(self._rng.uniform(0, policy.jitter.total_seconds()))  # the jitter itself
-        await self.publish(_start(record, scheduled, trigger))
-        return True
-
-    async def _active_run(self, record: ScheduleRecord) -> str | None:
-        """The schedule's newest run if it is still active, read from durable state."""
-        if not record.runs:
-            return None
-        newest = str(record.runs[-1]["uid"])
-        job = await self.store.get(newest)
-        return newest if job is not None and job.status in ACTIVE else None
-
-    # -- commands ----------------------------------------------------------------------------------
-
-    async def trigger(self, uid: str, message_id: str) -> bool:
-        """Fire now, through the same overlap policy and idempotency as a scheduled fire."""
-        record = await self.store.get_schedule(uid)
-        if record is None:
-            return False
-        now = self.clock.now()
-        ran = await self._run(
-            record, now, Policy.from_entity(record.policy), trigger=f"schedule:{uid}:trigger:{message_id}"
-        )
-        event = self.events.schedule(
-            record,
-            "fired" if ran else "skipped",
-            scheduled_for=now,
-            message="triggered on request" if ran else "the previous run is still active",
-        )
-        await self.store.modify_schedule(uid, lambda current: ScheduleChange(current, [event]))
-        return ran
-
-    async def admit(self, uid: str, scheduled: datetime, key: str) -> bytes | None:
-        """Check a scheduled fire's start command as it arrives; the answer when it must not run.
-
-        A fire may have been decided seconds earlier (held for a burst, or queued behind a backlog):
-        a schedule paused or removed since, or a run that started since under ``forbid``, wins. The
-        refusal is stored under the command's key, so a redelivered copy gets the same answer.
-        """
-        stored = await self.store.answer_for(key)
-        if stored is not None:
-            return None  # a duplicate: the normal path answers it from the key
-        record = await self.store.get_schedule(uid)
-        reason = None
-        if record is None or record.state is not ScheduleState.ACTIVE:
-            reason = f"the schedule is {record.state if record else 'gone'}"
-        elif Policy.from_entity(record.policy).overlap == "forbid" and await self._active_run(record):
-            reason = "the previous run is still active"
-        if reason is None:
-            return None
-        answer = Answer(ok=True, uid=uid, message=f"fire skipped: {reason}").model_dump_json(by_alias=True)
-        events = []
-        if record is not None:
-            events.append(self.events.schedule(record, "skipped", scheduled_for=scheduled, message=reason))
-        existing = await self.store.remember(key, uid, answer.encode(), events)
-        return existing or answer.encode()
-
-    async def set_state(self, uid: str, state: ScheduleState) -> ScheduleRecord | None:
-        """Pause, resume or remove. Resuming skips what fell due while paused: it starts afresh from now."""
-        now = self.clock.now()
-        events = self.events
-        event = {
-            ScheduleState.PAUSED: "paused",
-            ScheduleState.ACTIVE: "resumed",
-            ScheduleState.REMOVED: "removed",
-        }[state]
-
-        def decide(current: ScheduleRecord) -> ScheduleChange | None:
-            if current.state.is_final or current.state is state:
-                return None
-            new = dataclasses.replace(current, state=state)
-            if state is ScheduleState.ACTIVE:
-                spec = CronSpec.parse(current.cron, current.time_zone)
-                start = max(now, current.start_date) if current.start_date else now
-                new.last_fire = now
-                new.next_fire = spec.next_after(start)
-            else:
-                new.next_fire = None
-            return ScheduleChange(new, [events.schedule(new, event)])
-
-        updated = await self.store.modify_schedule(uid, decide)
-        if updated is not None:
-            self.reschedule(uid, _next_if_active(updated))
-        return updated
+        self.reschedule(uid, next_if_active(updated))
 
     async def close(self) -> None:
         tasks = [t for t in (self._task, *self._firing) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _next_if_active(record: ScheduleRecord | None) -> datetime | None:
-    """When an active schedule fires next; None for one that is not (it leaves the heap)."""
-    return record.next_fire if record is not None and record.state is ScheduleState.ACTIVE else None
-
-
-def _start(record: ScheduleRecord, scheduled: datetime, message_id: str | None = None) -> Outgoing:
-    """A fire's start command; its message id is the fire's own unless a trigger names one."""
-    return Outgoing(
-        "job.start", message_id or fire_message_id(record.uid, scheduled), start_body(record, scheduled)
-    )
