@@ -20,7 +20,7 @@ import pytest
 from helpers import JOB, NOOP, ended, events_until, poll_until, shell_job
 
 from daemon.app import Daemon
-from daemon.bus.amqp import AmqpBus, AnsweringConsumer, CommandConsumer, EventPublisher
+from daemon.bus.amqp import AmqpBus, AnsweringConsumer, CommandConsumer, ConfirmedPublisher
 from daemon.client import JobdClient
 from daemon.config import Settings
 from daemon.contracts import JobStatus
@@ -313,8 +313,8 @@ def _amqp(daemon: Daemon) -> AmqpBus:
     return daemon.bus
 
 
-def _event_publisher(daemon: Daemon) -> EventPublisher:
-    assert daemon.relay is not None and isinstance(daemon.relay.publisher, EventPublisher)
+def _event_publisher(daemon: Daemon) -> ConfirmedPublisher:
+    assert daemon.relay is not None and isinstance(daemon.relay.publisher, ConfirmedPublisher)
     return daemon.relay.publisher
 
 

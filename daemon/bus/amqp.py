@@ -49,8 +49,8 @@ __all__ = [
     "BrokerRefused",
     "CommandConsumer",
     "CommandHold",
+    "ConfirmedPublisher",
     "Connection",
-    "EventPublisher",
     "EventSubscription",
     "Replier",
     "RpcClient",
@@ -473,8 +473,9 @@ async def _confirmed(
     return True
 
 
-class EventPublisher:
-    """Publishes events to ``dm-job.events`` on a confirming channel."""
+class ConfirmedPublisher:
+    """Publishes to one exchange on a confirming channel: events to ``dm-job.events``, the scheduler's
+    commands to ``dm-job.commands``; the AMQP ``type`` mirrors each message's routing key."""
 
     def __init__(
         self,
@@ -742,13 +743,13 @@ class AmqpBus:
         if self._connection is not None:
             await self._connection.close()
 
-    async def event_publisher(self) -> EventPublisher:
-        publisher = EventPublisher(self.connection)
+    async def event_publisher(self) -> ConfirmedPublisher:
+        publisher = ConfirmedPublisher(self.connection)
         await publisher.start()
         return publisher
 
-    async def command_publisher(self) -> EventPublisher:
-        publisher = EventPublisher(
+    async def command_publisher(self) -> ConfirmedPublisher:
+        publisher = ConfirmedPublisher(
             self.connection, exchange=COMMANDS_EXCHANGE, content_type=JSON_CONTENT_TYPE
         )
         await publisher.start()

@@ -47,8 +47,8 @@ class JobService:
     async def start(self, address: str, token: str | None) -> Registered:
         _, intake, _, _ = self._bound()
         command = StartCommand.model_validate({"address": address, "token": token})
-        raw, _, _ = await intake.accept(command, key=None, user_id=None)
-        answer = Answer.model_validate_json(raw)
+        accepted = await intake.accept(command, key=None, user_id=None)
+        answer = Answer.model_validate_json(accepted.answer)
         assert answer.uid is not None and answer.status is not None  # an accepted start has both
         return Registered(uid=answer.uid, status=answer.status, message=answer.message or "")
 

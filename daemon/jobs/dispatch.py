@@ -219,12 +219,12 @@ class Dispatcher:
                 return refused
         # The launch (or the first fire) follows from the commit itself (the store's on_insert),
         # so a handler cancelled after the commit, by a dropped connection say, loses nothing.
-        answer, record, schedule = await self.intake.accept(command, key=key, user_id=delivery.user_id)
-        if schedule is not None:
-            self.log.info("schedule registered", uid=schedule.uid, cron=schedule.cron)
-        elif record is not None:
-            self.log.info("job accepted", uid=record.uid, runner_type=record.runner_type)
-        return answer
+        accepted = await self.intake.accept(command, key=key, user_id=delivery.user_id)
+        if accepted.schedule is not None:
+            self.log.info("schedule registered", uid=accepted.schedule.uid, cron=accepted.schedule.cron)
+        elif accepted.record is not None:
+            self.log.info("job accepted", uid=accepted.record.uid, runner_type=accepted.record.runner_type)
+        return accepted.answer
 
     async def _stop(self, command: UidCommand, delivery: Delivery) -> bytes:
         record, stopped = await self.control.stop_job(command.uid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -37,7 +38,7 @@ from daemon.scheduling.recurring import (
 )
 from daemon.store.records import JobRecord, JobStore, ScheduleRecord
 
-__all__ = ["JOB_TYPES", "Intake"]
+__all__ = ["JOB_TYPES", "Accepted", "Intake"]
 
 #: The blueprints a document started by address must have (dm-job's Job and RecurringJob).
 JOB_TYPES = ("dmss://WorkflowDS/Blueprints/Job", RECURRING_JOB)
@@ -68,6 +69,19 @@ def _as_job(document: Any, address: str) -> JobEntity:
         raise BadCommand(f"the job entity at {address}: {describe_validation_error(exc)}") from None
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """What a start came to: its answer, and what it created (nothing, for a duplicate of an earlier one).
+
+    Nothing here needs acting on: the launch, or the schedule's first fire, follows from the commit.
+    """
+
+    answer: bytes
+    #: The new job (a recurring job's registration record, for a schedule); None for a duplicate.
+    record: JobRecord | None = None
+    schedule: ScheduleRecord | None = None
+
+
 class Intake:
     def __init__(
         self,
@@ -87,9 +101,7 @@ class Intake:
         self.dmss = dmss
         self.clock: Clock = clock or SystemClock()
 
-    async def accept(
-        self, cmd: StartCommand, *, key: str | None, user_id: str | None
-    ) -> tuple[bytes, JobRecord | None, ScheduleRecord | None]:
+    async def accept(self, cmd: StartCommand, *, key: str | None, user_id: str | None) -> Accepted:
         """Record a new job in ``starting`` (a recurring job: ``registered``, with its schedule).
 
         Returns the answer, and the record and schedule unless the command was a duplicate.
@@ -98,7 +110,7 @@ class Intake:
         if key is not None and self.dmss is not None and (cmd.address or cmd.schedule):
             prior = await self.store.answer_for(key)  # a duplicate must not read or add to DMSS again
             if prior is not None:
-                return prior, None, None
+                return Accepted(prior)
         job, address = await self._source(cmd, token)
         entity = job.model_dump(by_alias=True, exclude_unset=True)
         now = self.clock.now()
@@ -152,8 +164,8 @@ class Intake:
             writebacks=writebacks_for(record, None, dmss_configured=self.dmss is not None),
         )
         if existing is not None:
-            return existing, None, None
-        return answer, record, schedule
+            return Accepted(existing)
+        return Accepted(answer, record, schedule)
 
     async def _source(self, cmd: StartCommand, token: str | None) -> tuple[JobEntity, str | None]:
         """The job entity to start and its DMSS address (None for an inline job).
