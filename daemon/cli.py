@@ -27,15 +27,15 @@ class UsageError(Exception):
 
 
 def _broker_url(settings: Settings) -> str:
+    """The configured broker, else the local one ``dm-jobd run`` started (found from any folder below)."""
+    from daemon.client import NoBroker, broker_url
+
     if settings.amqp_url is not None:
         return settings.amqp_url.get_secret_value()
-    url_file = settings.state_dir / "broker" / "url"
-    if url_file.exists():
-        return url_file.read_text().strip()
-    raise UsageError(
-        "no broker: set DM_JOBD_AMQP_URL, or start the daemon here with `dm-jobd run` "
-        "(it starts a local broker)"
-    )
+    try:
+        return broker_url()
+    except NoBroker as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _print_answer(answer: Answer, as_json: bool) -> int:

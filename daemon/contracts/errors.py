@@ -10,15 +10,23 @@ from enum import StrEnum
 
 __all__ = [
     "BadCommand",
+    "BadJson",
+    "BodyTooLarge",
     "DmssError",
+    "DmssNotConfigured",
+    "DmssNotFound",
+    "DmssUnauthorized",
     "DmssUnavailable",
     "ErrorCode",
+    "InternalError",
     "JobdError",
     "NotFinished",
     "RunnerDisabled",
     "RunnerError",
+    "UnknownCommand",
     "UnknownJob",
     "UnknownRunner",
+    "error_for",
 ]
 
 
@@ -107,3 +115,61 @@ class DmssUnavailable(JobdError):
     def __init__(self, message: str, *, code: ErrorCode | None = None, status: int | None = None) -> None:
         super().__init__(message, code=code)
         self.status = status
+
+
+# -- one class per code, so a client can raise what an answer says and a caller catch it by kind --------
+
+
+class BadJson(BadCommand):
+    code = ErrorCode.BAD_JSON
+
+
+class UnknownCommand(BadCommand):
+    code = ErrorCode.UNKNOWN_COMMAND
+
+
+class BodyTooLarge(BadCommand):
+    code = ErrorCode.TOO_LARGE
+
+
+class DmssNotConfigured(BadCommand):
+    code = ErrorCode.DMSS_NOT_CONFIGURED
+
+
+class DmssUnauthorized(DmssError):
+    code = ErrorCode.DMSS_UNAUTHORIZED
+
+
+class DmssNotFound(DmssError):
+    code = ErrorCode.DMSS_NOT_FOUND
+
+
+class InternalError(JobdError):
+    """A failure of the daemon's own, answered after the command's last delivery."""
+
+    code = ErrorCode.INTERNAL
+    bad_input = False
+
+
+_BY_CODE: dict[ErrorCode, type[JobdError]] = {
+    ErrorCode.BAD_JSON: BadJson,
+    ErrorCode.INVALID: BadCommand,
+    ErrorCode.UNKNOWN_COMMAND: UnknownCommand,
+    ErrorCode.TOO_LARGE: BodyTooLarge,
+    ErrorCode.UNKNOWN_RUNNER: UnknownRunner,
+    ErrorCode.RUNNER_DISABLED: RunnerDisabled,
+    ErrorCode.UNKNOWN_JOB: UnknownJob,
+    ErrorCode.NOT_FINISHED: NotFinished,
+    ErrorCode.DMSS_NOT_CONFIGURED: DmssNotConfigured,
+    ErrorCode.DMSS_UNAUTHORIZED: DmssUnauthorized,
+    ErrorCode.DMSS_NOT_FOUND: DmssNotFound,
+    ErrorCode.DMSS_INVALID: DmssError,
+    ErrorCode.DMSS_UNAVAILABLE: DmssUnavailable,
+    ErrorCode.RUNNER_ERROR: RunnerError,
+    ErrorCode.INTERNAL: InternalError,
+}
+
+
+def error_for(code: ErrorCode, message: str) -> JobdError:
+    """The exception an error answer stands for: ``except UnknownJob`` catches ``unknown_job``."""
+    return _BY_CODE[code](message)

@@ -1,10 +1,8 @@
-"""An async Python client for dm-jobd: what DM backends import, and what the CLI is built on.
+"""The client's connection: RPC calls (answers as the wire models) and event subscriptions.
 
-async with await JobdClient.connect(url) as client:
-    answer = await client.start(entity)
-    async with client.events(job=answer.uid) as events:
-        async for event in events:
-            ...
+:meth:`JobdClient.submit` and :class:`~daemon.client.handle.JobHandle` are the typed layer on top:
+they raise error answers as exceptions. The methods that return an :class:`Answer` (``start``,
+``status``, ...) give the answer as the daemon sent it, errors included, for tools like the CLI.
 """
 
 from __future__ import annotations
@@ -15,38 +13,13 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from pydantic import ValidationError
-
 from daemon.bus import amqp
-from daemon.contracts import COMMAND_QUEUE, Answer, CloudEvent, JobStatus, ResultAnswer
+from daemon.client.handle import JobHandle
+from daemon.client.stream import EventStream
+from daemon.client.url import broker_url
+from daemon.contracts import COMMAND_QUEUE, Answer, ErrorCode, JobStatus, ResultAnswer, error_for
 
-__all__ = ["EventStream", "JobdClient"]
-
-
-class EventStream:
-    """Events as they arrive, parsed; bodies that are not CloudEvents are skipped."""
-
-    def __init__(self, subscription: amqp.EventSubscription) -> None:
-        self._subscription = subscription
-
-    async def raw(self, timeout: float | None = None) -> tuple[str, bytes]:
-        """The next event of any kind (job, progress or schedule): its routing key and JSON body."""
-        return await self._subscription.get(timeout)
-
-    async def next(self, timeout: float | None = None) -> CloudEvent:
-        while True:
-            _key, body = await self._subscription.get(timeout)
-            try:
-                return CloudEvent.model_validate_json(body)
-            except ValidationError:
-                continue
-
-    def __aiter__(self) -> AsyncIterator[CloudEvent]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[CloudEvent]:
-        while True:
-            yield await self.next()
+__all__ = ["JobdClient"]
 
 
 class JobdClient:
@@ -56,8 +29,11 @@ class JobdClient:
         self.timeout = timeout
 
     @classmethod
-    async def connect(cls, url: str, *, timeout: float = 30.0, name: str = "dm-jobd client") -> JobdClient:
-        connection = await amqp.connect(url, name=name)
+    async def connect(
+        cls, url: str | None = None, *, timeout: float = 30.0, name: str = "dm-jobd client"
+    ) -> JobdClient:
+        """Connect to ``url``; by default ``DM_JOBD_AMQP_URL``, else the local broker (``dm-jobd run``)."""
+        connection = await amqp.connect(url or broker_url(), name=name)
         rpc = amqp.RpcClient(connection)
         await rpc.start()
         return cls(connection, rpc, timeout=timeout)
@@ -91,6 +67,37 @@ class JobdClient:
         answer: dict[str, Any] = json.loads(reply)
         return answer
 
+    async def ask(
+        self, kind: str, body: Mapping[str, Any], *, message_id: str | None = None
+    ) -> dict[str, Any]:
+        """:meth:`call`, with an error answer raised as the exception its code names."""
+        answer = await self.call(kind, body, message_id=message_id)
+        if not answer.get("ok"):
+            error = answer.get("error") or {}
+            raise error_for(ErrorCode(error.get("code", "internal")), str(error.get("message", answer)))
+        return answer
+
+    async def submit(
+        self,
+        job: Mapping[str, Any] | None = None,
+        *,
+        address: str | None = None,
+        token: str | None = None,
+        time_limit: float | None = None,
+        message_id: str | None = None,
+    ) -> JobHandle:
+        """Start a job and return its handle; an error answer is raised (``UnknownRunner``, ...)."""
+        answer = await self.ask(
+            "job.start",
+            start_body(job, address=address, token=token, time_limit=time_limit),
+            message_id=message_id or str(uuid.uuid4()),
+        )
+        return JobHandle(self, Answer.model_validate(answer))
+
+    def handle(self, uid: str) -> JobHandle:
+        """A handle on a job started earlier (by this client or anyone)."""
+        return JobHandle(self, uid)
+
     async def start(
         self,
         job: Mapping[str, Any] | None = None,
@@ -101,15 +108,7 @@ class JobdClient:
         message_id: str | None = None,
     ) -> Answer:
         """Start a job. ``message_id`` is the idempotency key: one id starts one job, however often sent."""
-        body: dict[str, Any] = {}
-        if job is not None:
-            body["job"] = dict(job)
-        if address is not None:
-            body["address"] = address
-        if token is not None:
-            body["token"] = token
-        if time_limit is not None:
-            body["timeLimitSeconds"] = time_limit
+        body = start_body(job, address=address, token=token, time_limit=time_limit)
         answer = await self.call("job.start", body, message_id=message_id or str(uuid.uuid4()))
         return Answer.model_validate(answer)
 
@@ -162,3 +161,19 @@ class JobdClient:
             yield EventStream(subscription)
         finally:
             await subscription.close()
+
+
+def start_body(
+    job: Mapping[str, Any] | None, *, address: str | None, token: str | None, time_limit: float | None
+) -> dict[str, Any]:
+    """A ``job.start`` body: the entity inline or a DMSS address (with the caller's token)."""
+    body: dict[str, Any] = {}
+    if job is not None:
+        body["job"] = dict(job)
+    if address is not None:
+        body["address"] = address
+    if token is not None:
+        body["token"] = token
+    if time_limit is not None:
+        body["timeLimitSeconds"] = time_limit
+    return body

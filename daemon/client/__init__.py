@@ -1,0 +1,15 @@
+"""The Python client for dm-jobd: what DM backends import, and what the CLI is built on.
+
+async with await JobdClient.connect() as client:      # DM_JOBD_AMQP_URL, or the local broker
+    job = await client.submit(entity)                 # raises UnknownRunner, BadCommand, ...
+    final = await job.wait(timeout=60)                # race-free, however fast the job is
+    if final.status is JobStatus.COMPLETED:
+        print(await job.result())
+"""
+
+from daemon.client.handle import JobHandle
+from daemon.client.jobd import JobdClient
+from daemon.client.stream import EventStream
+from daemon.client.url import NoBroker, broker_url
+
+__all__ = ["EventStream", "JobHandle", "JobdClient", "NoBroker", "broker_url"]

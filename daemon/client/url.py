@@ -1,0 +1,47 @@
+"""Where the broker is: ``DM_JOBD_AMQP_URL``, else the URL of a local broker that ``dm-jobd run`` started.
+
+A local broker writes its URL to ``<state folder>/broker/url`` while it runs. The state folder is
+``DM_JOBD_STATE_DIR`` when set, else ``.state`` in the working folder or the nearest folder above it
+that has one, so the CLI and the client find the broker from anywhere inside the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["NoBroker", "broker_url", "local_broker_url"]
+
+
+class NoBroker(Exception):
+    """No broker URL is configured and no local broker runs."""
+
+
+def local_broker_url(environ: Mapping[str, str], cwd: Path) -> str | None:
+    """The running local broker's URL, or None."""
+    state = environ.get("DM_JOBD_STATE_DIR")
+    candidates = [Path(state) if Path(state).is_absolute() else cwd / state] if state else []
+    candidates += [folder / ".state" for folder in (cwd, *cwd.parents)]
+    for folder in candidates:
+        url_file = folder / "broker" / "url"
+        if url_file.is_file():
+            text = url_file.read_text().strip()
+            if text:
+                return text
+    return None
+
+
+def broker_url(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> str:
+    """The broker to use; :class:`NoBroker` with what to do when there is none."""
+    env = os.environ if environ is None else environ
+    configured = env.get("DM_JOBD_AMQP_URL")
+    if configured:
+        return configured
+    found = local_broker_url(env, Path.cwd() if cwd is None else cwd)
+    if found is None:
+        raise NoBroker(
+            "no broker: set DM_JOBD_AMQP_URL, or start the daemon with `dm-jobd run` (or scripts/run), "
+            "which starts a local broker"
+        )
+    return found
