@@ -978,12 +978,11 @@ async def command_consumers(broker: LocalBroker, vhost: str) -> set[str]:
         async def consumers() -> set[str] | None:
             response = await http.get(f"api/consumers/{vhost}")
             response.raise_for_status()
-            names = {
-                c["channel_details"]["connection_name"]
-                for c in response.json()
-                if c.get("queue", {}).get("name") == COMMANDS
-            }
-            return names or None
+            ours = [c for c in response.json() if c.get("queue", {}).get("name") == COMMANDS]
+            # a consumer's channel_details is [] until the broker's next statistics round: ask again
+            if not ours or not all(isinstance(c.get("channel_details"), dict) for c in ours):
+                return None
+            return {c["channel_details"]["connection_name"] for c in ours}
 
         return await poll_until(consumers, timeout=15, every=0.1, what="a consumer on dm-job.commands")
 
