@@ -123,3 +123,69 @@ async def test_a_job_past_its_time_limit_is_stopped_and_failed(
 )
 def test_the_memory_bus_routes_by_amqp_topic_rules(pattern: str, key: str, matches: bool) -> None:
     assert topic_matches(pattern, key) is matches
+
+
+# -- queries: job.list, job.logs, job.rerun, runner.list; a failed job's result -----------------------
+
+
+async def test_job_list_filters_and_pages_newest_first(
+    core: Daemon, bus: MemoryBus, clock: ManualClock
+) -> None:
+    uids = []
+    for i in range(5):
+        uids.append((await start(bus, job(NOOP, label="listed" if i % 2 == 0 else "other")))["uid"])
+        await clock.advance(1)  # distinct creation times
+    for uid in uids:
+        await bus.wait_for_event(ended(uid))
+    first = await bus.request("job.list", {"limit": 2})
+    assert [j["uid"] for j in first["jobs"]] == uids[::-1][:2] and first["nextCursor"]
+    second = await bus.request("job.list", {"limit": 2, "cursor": first["nextCursor"]})
+    third = await bus.request("job.list", {"limit": 2, "cursor": second["nextCursor"]})
+    paged = [j["uid"] for page in (first, second, third) for j in page["jobs"]]
+    assert paged == uids[::-1]
+    assert third.get("nextCursor") is None, "the last page says so"
+    labelled = await bus.request("job.list", {"label": "listed", "status": ["completed"]})
+    assert [j["uid"] for j in labelled["jobs"]] == [uids[4], uids[2], uids[0]]
+    none = await bus.request("job.list", {"status": ["running"]})
+    assert none["jobs"] == []
+    bad = await bus.request("job.list", {"cursor": "not-a-cursor"})
+    assert bad["error"]["code"] == "invalid"
+
+
+async def test_job_logs_from_an_offset(core: Daemon, bus: MemoryBus, gate: Gate) -> None:
+    uid = (await start(bus, job(GATE)))["uid"]
+    await bus.request("job.progress", {"uid": uid, "logs": ["one", "two", "three"]})
+    answer = await bus.request("job.logs", {"uid": uid, "offset": 1})
+    assert answer["logs"] == ["two", "three"] and answer["nextOffset"] == 3
+    unknown = await bus.request("job.logs", {"uid": "nope"})
+    assert unknown["error"]["code"] == "unknown_job"
+
+
+async def test_rerun_starts_a_linked_job_once_per_message_id(
+    core: Daemon, bus: MemoryBus, gate: Gate
+) -> None:
+    uid = (await start(bus, job(GATE)))["uid"]
+    running = await bus.request("job.rerun", {"uid": uid})
+    assert running["error"]["code"] == "not_finished"
+    gate.open(uid)
+    await bus.wait_for_event(ended(uid))
+    again = await bus.request("job.rerun", {"uid": uid}, message_id="rerun-1")
+    twice = await bus.request("job.rerun", {"uid": uid}, message_id="rerun-1")
+    assert again["ok"] and again["uid"] != uid and twice["uid"] == again["uid"]
+    assert again["job"]["rerunOf"] == uid
+    await bus.join()
+    assert gate.started == [uid, again["uid"]], "one new run"
+
+
+async def test_a_failed_jobs_result_answers_with_its_error_and_view(core: Daemon, bus: MemoryBus) -> None:
+    uid = (await start(bus, job(BOOM)))["uid"]
+    await bus.wait_for_event(ended(uid))
+    answer = await bus.request("job.result", {"uid": uid})
+    assert answer["ok"] is False and answer["error"]["code"] == "no_result"
+    assert answer["status"] == "failed" and "no such engine" in answer["job"]["message"]
+
+
+async def test_runner_list_names_what_this_daemon_loaded(core: Daemon, bus: MemoryBus) -> None:
+    answer = await bus.request("runner.list", {})
+    ready = {r["type"] for r in answer["runners"] if r["ready"]}
+    assert {NOOP, GATE, BOOM} <= ready

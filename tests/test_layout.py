@@ -74,3 +74,24 @@ def test_plugins_import_only_the_contracts_of_the_daemon() -> None:
 
 def test_schema_generation_is_not_on_the_runtime_path() -> None:
     assert "daemon.schemagen" not in loaded_after("daemon.app", "daemon.cli", "daemon.client")
+
+
+async def test_the_store_records_its_schema_version_and_refuses_a_newer_one(tmp_path: Path) -> None:
+    import sqlite3
+
+    import pytest
+
+    from daemon.store.records import StoreTooNew
+    from daemon.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+    path = tmp_path / "jobd.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    assert await store.schema_version() == SCHEMA_VERSION
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    newer = SqliteStore(path)
+    with pytest.raises(StoreTooNew, match="newer dm-jobd"):
+        await newer.open()
+    await newer.close()

@@ -372,11 +372,15 @@ def test_asyncapi_document_shape() -> None:
         "job.status",
         "job.result",
         "job.progress",
+        "job.list",
+        "job.logs",
+        "job.rerun",
         "schedule.list",
         "schedule.show",
         "schedule.pause",
         "schedule.resume",
         "schedule.trigger",
+        "runner.list",
     ]
     assert doc["channels"]["events"]["address"] == "job.{status}.{uid}"
     assert "not-started" in doc["channels"]["events"]["parameters"]["status"]["enum"]

@@ -17,7 +17,7 @@ from daemon.bus import amqp
 from daemon.client.handle import JobHandle
 from daemon.client.stream import EventStream
 from daemon.client.url import broker_url
-from daemon.contracts import COMMAND_QUEUE, Answer, ErrorCode, JobStatus, ResultAnswer, error_for
+from daemon.contracts import COMMAND_QUEUE, Answer, ErrorCode, JobStatus, ListCommand, ResultAnswer, error_for
 
 __all__ = ["JobdClient"]
 
@@ -120,6 +120,29 @@ class JobdClient:
 
     async def result(self, uid: str) -> ResultAnswer:
         return ResultAnswer.model_validate(await self.call("job.result", {"uid": uid}))
+
+    async def list_jobs(self, *, limit: int = 100, cursor: str | None = None, **filters: Any) -> Answer:
+        """A page of jobs, newest first (``answer.jobs``; ``answer.next_cursor`` for the next page).
+
+        ``filters`` are ``job.list``'s: ``status`` (a list), ``runner_type``, ``label``, ``triggered_by``,
+        ``schedule``, ``created_since``, ``created_until`` (datetimes).
+        """
+        body = ListCommand.model_validate({**filters, "limit": limit, "cursor": cursor})
+        wire = body.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return Answer.model_validate(await self.call("job.list", wire))
+
+    async def logs(self, uid: str, offset: int = 0) -> Answer:
+        """A job's kept log lines from ``offset`` (``answer.logs``, ``answer.next_offset``)."""
+        return Answer.model_validate(await self.call("job.logs", {"uid": uid, "offset": offset}))
+
+    async def rerun(self, uid: str, *, message_id: str | None = None) -> Answer:
+        """Start a new job from an ended job's entity; ``message_id`` makes it idempotent."""
+        answer = await self.call("job.rerun", {"uid": uid}, message_id=message_id or str(uuid.uuid4()))
+        return Answer.model_validate(answer)
+
+    async def runners(self) -> Answer:
+        """The runner types the daemon that answers has loaded (``answer.runners``)."""
+        return Answer.model_validate(await self.call("runner.list", {}))
 
     async def schedules(self) -> Answer:
         """Every schedule (``answer.schedules``)."""

@@ -20,6 +20,7 @@ __all__ = [
     "ErrorCode",
     "InternalError",
     "JobdError",
+    "NoResult",
     "NotFinished",
     "RunnerDisabled",
     "RunnerError",
@@ -39,6 +40,7 @@ class ErrorCode(StrEnum):
     RUNNER_DISABLED = "runner_disabled"
     UNKNOWN_JOB = "unknown_job"
     NOT_FINISHED = "not_finished"
+    NO_RESULT = "no_result"
     DMSS_NOT_CONFIGURED = "dmss_not_configured"
     DMSS_UNAUTHORIZED = "dmss_unauthorized"
     DMSS_NOT_FOUND = "dmss_not_found"
@@ -80,6 +82,13 @@ class UnknownJob(JobdError):
 
 class NotFinished(JobdError):
     code = ErrorCode.NOT_FINISHED
+    bad_input = False
+
+
+class NoResult(JobdError):
+    """The job ended without completing (failed, removed): it has no result. The answer carries its view."""
+
+    code = ErrorCode.NO_RESULT
     bad_input = False
 
 
@@ -160,6 +169,7 @@ _BY_CODE: dict[ErrorCode, type[JobdError]] = {
     ErrorCode.RUNNER_DISABLED: RunnerDisabled,
     ErrorCode.UNKNOWN_JOB: UnknownJob,
     ErrorCode.NOT_FINISHED: NotFinished,
+    ErrorCode.NO_RESULT: NoResult,
     ErrorCode.DMSS_NOT_CONFIGURED: DmssNotConfigured,
     ErrorCode.DMSS_UNAUTHORIZED: DmssUnauthorized,
     ErrorCode.DMSS_NOT_FOUND: DmssNotFound,

@@ -34,9 +34,13 @@ __all__ = [
     "EventData",
     "JobEntity",
     "JobView",
+    "ListCommand",
+    "LogsCommand",
     "ProgressCommand",
     "ResultAnswer",
+    "RunnerListCommand",
     "RunnerSpec",
+    "RunnerView",
     "ScheduleCloudEvent",
     "ScheduleEventData",
     "ScheduleListCommand",
@@ -53,11 +57,15 @@ CommandName = Literal[
     "job.status",
     "job.result",
     "job.progress",
+    "job.list",
+    "job.logs",
+    "job.rerun",
     "schedule.list",
     "schedule.show",
     "schedule.pause",
     "schedule.resume",
     "schedule.trigger",
+    "runner.list",
 ]
 
 
@@ -137,17 +145,46 @@ class ScheduleListCommand(Command):
     """``schedule.list``: every schedule (no body fields)."""
 
 
+class ListCommand(Command):
+    """``job.list``: jobs, newest first, filtered; a page at a time (``cursor`` from the last answer)."""
+
+    status: list[JobStatus] | None = Field(default=None, description="Any of these statuses")
+    runner_type: str | None = None
+    label: str | None = None
+    triggered_by: str | None = None
+    schedule: str | None = Field(default=None, description="Runs of this recurring job")
+    created_since: datetime | None = None
+    created_until: datetime | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(default=None, description="nextCursor of the previous page")
+
+
+class LogsCommand(Command):
+    """``job.logs``: a job's kept log lines from ``offset`` on (the last DM_JOBD_LOG_LINES are kept)."""
+
+    uid: str = Field(min_length=1)
+    offset: int = Field(default=0, ge=0)
+
+
+class RunnerListCommand(Command):
+    """``runner.list``: the runner types this daemon loaded, and why any is off (no body fields)."""
+
+
 COMMAND_MODELS: dict[str, type[Command]] = {
     "job.start": StartCommand,
     "job.stop": UidCommand,
     "job.status": UidCommand,
     "job.result": UidCommand,
     "job.progress": ProgressCommand,
+    "job.list": ListCommand,
+    "job.logs": LogsCommand,
+    "job.rerun": UidCommand,
     "schedule.list": ScheduleListCommand,
     "schedule.show": UidCommand,
     "schedule.pause": UidCommand,
     "schedule.resume": UidCommand,
     "schedule.trigger": UidCommand,
+    "runner.list": RunnerListCommand,
 }
 
 
@@ -164,6 +201,7 @@ class JobView(_Wire):
     label: str | None = None
     runner_type: str
     triggered_by: str | None = None
+    created: datetime | None = None
     started: datetime | None = None
     ended: datetime | None = None
     percentage: float | None = None
@@ -174,6 +212,16 @@ class JobView(_Wire):
         default=None,
         description="Why DMSS is out of date for this job: the last write-back DMSS refused, or gave up on",
     )
+    rerun_of: str | None = Field(default=None, description="The job this one reruns (job.rerun)")
+
+
+class RunnerView(_Wire):
+    """One runner type a daemon knows: where it came from, and why it is off when it is."""
+
+    type: str
+    origin: str
+    ready: bool
+    reason: str | None = None
 
 
 class ScheduleRun(_Wire):
@@ -214,6 +262,12 @@ class Answer(_Wire):
     job: JobView | None = None
     schedule: ScheduleView | None = None
     schedules: list[ScheduleView] | None = None
+    jobs: list[JobView] | None = Field(default=None, description="job.list: this page")
+    next_cursor: str | None = Field(default=None, description="job.list: the next page's cursor")
+    logs: list[str] | None = Field(default=None, description="job.logs: the lines from the offset on")
+    next_offset: int | None = Field(default=None, description="job.logs: the offset to ask from next")
+    runners: list[RunnerView] | None = Field(default=None, description="runner.list")
+    skipped: list[str] | None = Field(default=None, description="runner.list: handler folders not loaded")
 
 
 class Base64Result(BaseModel):

@@ -24,8 +24,12 @@ from daemon.contracts import (
     ErrorCode,
     ErrorInfo,
     JobdError,
+    ListCommand,
     Log,
+    LogsCommand,
+    NoResult,
     ProgressCommand,
+    RunnerListCommand,
     ScheduleListCommand,
     ScheduleState,
     StartCommand,
@@ -35,8 +39,9 @@ from daemon.contracts import (
 )
 from daemon.jobs.control import JobService
 from daemon.jobs.intake import Intake
+from daemon.jobs.queries import job_logs, list_jobs, runner_list
 from daemon.jobs.service import Jobs
-from daemon.jobs.views import job_answer
+from daemon.jobs.views import job_answer, job_view
 from daemon.scheduling.commands import ScheduleCommands
 from daemon.scheduling.fire import fire_message_id
 from daemon.scheduling.recurring import schedule_view
@@ -198,11 +203,15 @@ class Dispatcher:
             "job.status": self._status,
             "job.result": self._result,
             "job.progress": self._progress,
+            "job.list": self._list,
+            "job.logs": self._logs,
+            "job.rerun": self._rerun,
             "schedule.list": self._list_schedules,
             "schedule.show": self._show_schedule,
             "schedule.pause": self._pause_schedule,
             "schedule.resume": self._resume_schedule,
             "schedule.trigger": self._trigger_schedule,
+            "runner.list": self._runners,
         }
 
     async def _start(self, command: StartCommand, delivery: Delivery) -> bytes:
@@ -237,7 +246,33 @@ class Dispatcher:
         return self._dump(job_answer(await self.jobs.get(command.uid), "status"))
 
     async def _result(self, command: UidCommand, delivery: Delivery) -> bytes:
-        return self._dump(await self.jobs.result(command.uid))
+        try:
+            return self._dump(await self.jobs.result(command.uid))
+        except NoResult as exc:  # answered with the job's view: its message and logs say why
+            record = await self.jobs.get(command.uid)
+            error = ErrorInfo(code=exc.code, message=exc.message)
+            view = job_view(record)
+            answer = Answer(
+                ok=False, uid=record.uid, status=record.status, message=exc.message, error=error, job=view
+            )
+            self.log.info("command failed", code=exc.code.value, reason=exc.message)
+            return self._dump(answer)
+
+    async def _list(self, command: ListCommand, delivery: Delivery) -> bytes:
+        return self._dump(await list_jobs(self.jobs.store, command))
+
+    async def _logs(self, command: LogsCommand, delivery: Delivery) -> bytes:
+        return self._dump(await job_logs(self.jobs.store, command))
+
+    async def _rerun(self, command: UidCommand, delivery: Delivery) -> bytes:
+        key = f"rerun:{delivery.message_id}" if delivery.message_id else None
+        accepted = await self.intake.rerun(command.uid, key=key, user_id=delivery.user_id)
+        if accepted.record is not None:
+            self.log.info("job rerun", uid=accepted.record.uid, rerun_of=command.uid)
+        return accepted.answer
+
+    async def _runners(self, command: RunnerListCommand, delivery: Delivery) -> bytes:
+        return self._dump(runner_list(self.jobs.registry))
 
     async def _progress(self, command: ProgressCommand, delivery: Delivery) -> bytes:
         record = await self.jobs.progress(command)

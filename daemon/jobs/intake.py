@@ -21,7 +21,9 @@ from daemon.contracts import (
     ErrorCode,
     JobEntity,
     JobStatus,
+    NotFinished,
     StartCommand,
+    UnknownJob,
     describe_validation_error,
 )
 from daemon.dmss.client import DmssClient
@@ -101,7 +103,25 @@ class Intake:
         self.dmss = dmss
         self.clock: Clock = clock or SystemClock()
 
-    async def accept(self, cmd: StartCommand, *, key: str | None, user_id: str | None) -> Accepted:
+    async def rerun(self, uid: str, *, key: str | None, user_id: str | None) -> Accepted:
+        """A new job from an ended job's entity (by its DMSS address, when it was started by one)."""
+        record = await self.store.get(uid)
+        if record is None:
+            raise UnknownJob(f"no job with uid {uid!r}")
+        if record.runner_type == RECURRING_HANDLER:
+            raise BadCommand(f"{uid} is a recurring job: fire it now with schedule.trigger")
+        if not record.status.is_terminal:
+            raise NotFinished(f"job {uid} is {record.status.value}; only a job that has ended is rerun")
+        source: dict[str, Any] = (
+            {"address": record.address, "token": record.token} if record.address else {"job": record.entity}
+        )
+        if record.time_limit is not None:
+            source["timeLimitSeconds"] = record.time_limit
+        return await self.accept(StartCommand.model_validate(source), key=key, user_id=user_id, rerun_of=uid)
+
+    async def accept(
+        self, cmd: StartCommand, *, key: str | None, user_id: str | None, rerun_of: str | None = None
+    ) -> Accepted:
         """Record a new job in ``starting`` (a recurring job: ``registered``, with its schedule).
 
         Returns the answer, and the record and schedule unless the command was a duplicate.
@@ -146,6 +166,7 @@ class Intake:
             time_limit=cmd.time_limit_seconds or self.settings.default_time_limit_seconds,
             message="accepted",
             schedule=cmd.schedule,
+            rerun_of=rerun_of,
         )
         answer_model = job_answer(record, note)
         if schedule is not None:

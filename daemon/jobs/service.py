@@ -18,6 +18,7 @@ from daemon.contracts import (
     JobResult,
     JobSpec,
     JobStatus,
+    NoResult,
     NotFinished,
     Outgoing,
     ProgressCommand,
@@ -87,6 +88,9 @@ class Jobs:
     async def result_data(self, uid: str) -> JobResult:
         """A completed job's result, from its runner."""
         record = await self.get(uid)
+        if record.status.is_terminal and record.status is not JobStatus.COMPLETED:
+            why = f": {record.message}" if record.message else ""
+            raise NoResult(f"job {uid} {record.status.value} and has no result{why}")
         if record.status is not JobStatus.COMPLETED:
             raise NotFinished(f"job {uid} is {record.status.value}; a result exists once it has completed")
         try:

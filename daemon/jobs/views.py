@@ -18,6 +18,7 @@ def job_view(record: JobRecord) -> JobView:
         label=record.label,
         runner_type=record.runner_type,
         triggered_by=record.triggered_by,
+        created=record.created,
         started=record.started,
         ended=record.ended,
         percentage=record.percentage,
@@ -25,6 +26,7 @@ def job_view(record: JobRecord) -> JobView:
         logs=record.logs,
         schedule=record.schedule,
         writeback=record.writeback,
+        rerun_of=record.rerun_of,
     )
 
 

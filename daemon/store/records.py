@@ -16,12 +16,14 @@ from daemon.contracts import Handle, JobStatus, Outgoing, ScheduleState
 
 __all__ = [
     "Change",
+    "JobQuery",
     "JobRecord",
     "JobStore",
     "OutboxRow",
     "PendingWriteback",
     "ScheduleChange",
     "ScheduleRecord",
+    "StoreTooNew",
     "WritebackRow",
 ]
 
@@ -48,6 +50,8 @@ class JobRecord:
     schedule: str | None = None
     #: Why DMSS is out of date for this job (a write-back it refused, or that was given up on).
     writeback: str | None = None
+    #: The job this one reruns (``job.rerun``).
+    rerun_of: str | None = None
 
 
 @dataclass
@@ -118,6 +122,25 @@ class WritebackRow:
 
 
 @dataclass(frozen=True)
+class JobQuery:
+    """Which jobs ``list_jobs`` returns: every field that is set must match; newest first."""
+
+    statuses: Sequence[JobStatus] = ()
+    runner_type: str | None = None
+    label: str | None = None
+    triggered_by: str | None = None
+    schedule: str | None = None
+    created_since: datetime | None = None
+    created_until: datetime | None = None
+    #: Only jobs that sort after this one (``(created, uid)`` of the last job of the previous page).
+    after: tuple[datetime, str] | None = None
+
+
+class StoreTooNew(Exception):
+    """The store was written by a newer dm-jobd, whose schema this version does not know."""
+
+
+@dataclass(frozen=True)
 class Change:
     """What a :meth:`JobStore.modify` callback decided: the new record and the events it causes."""
 
@@ -184,6 +207,12 @@ class JobStore(Protocol):
     async def active(self) -> list[JobRecord]:
         """Jobs a runner may still be running: the ones to re-attach after a restart."""
         ...
+
+    async def list_jobs(self, query: JobQuery, limit: int) -> list[JobRecord]:
+        """Up to ``limit`` jobs matching ``query``, newest first (by created time, then uid)."""
+        ...
+
+    async def schema_version(self) -> int: ...
 
     async def outbox(self, limit: int) -> list[OutboxRow]: ...
 

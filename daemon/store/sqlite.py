@@ -21,11 +21,13 @@ from typing import Any, TypeVar
 from daemon.contracts import ACTIVE, JobStatus, Outgoing, ScheduleState
 from daemon.store.records import (
     Change,
+    JobQuery,
     JobRecord,
     OutboxRow,
     PendingWriteback,
     ScheduleChange,
     ScheduleRecord,
+    StoreTooNew,
     WritebackRow,
 )
 
@@ -55,7 +57,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     time_limit REAL,
     created TEXT NOT NULL,
     schedule TEXT,
-    writeback TEXT
+    writeback TEXT,
+    rerun_of TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_active ON jobs(status) WHERE status IN ({active});
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -99,8 +102,17 @@ CREATE TABLE IF NOT EXISTS writeback (
 
 _COLUMNS = (
     "uid, status, runner_type, label, triggered_by, address, entity, token, handle, message, logs,"
-    " percentage, started, ended, time_limit, created, schedule, writeback"
+    " percentage, started, ended, time_limit, created, schedule, writeback, rerun_of"
 )
+
+#: The schema this code writes, recorded in the file (``PRAGMA user_version``). 1: the first
+#: versioned schema (a store from before versions has 0 and is brought up to date the same way);
+#: 2: ``jobs.rerun_of`` and the index ``job.list`` pages through.
+SCHEMA_VERSION = 2
+
+#: Columns added after the first schema: a store made before them gets them at open.
+_ADDED_COLUMNS = (("writeback", "TEXT"), ("rerun_of", "TEXT"))
+_INDEXES = "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created DESC, uid DESC);"
 _SCHEDULE_COLUMNS = (
     "uid, cron, time_zone, job, policy, created, label, start_date, end_date, state, next_fire, last_fire,"
     " runs, token"
@@ -139,6 +151,7 @@ def _row_to_record(row: sqlite3.Row) -> JobRecord:
         created=_dt(row["created"]) or datetime.now(UTC),
         schedule=row["schedule"],
         writeback=row["writeback"],
+        rerun_of=row["rerun_of"],
     )
 
 
@@ -200,7 +213,34 @@ def _record_values(r: JobRecord) -> tuple[Any, ...]:
         _ts(r.created),
         r.schedule,
         r.writeback,
+        r.rerun_of,
     )
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the file to :data:`SCHEMA_VERSION`, under the write lock; refuse a newer one."""
+    conn.execute("BEGIN IMMEDIATE")  # two daemons opening one file: one migrates, the other waits
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreTooNew(
+                f"{path} has schema version {version}, written by a newer dm-jobd; this one knows up to "
+                f"{SCHEMA_VERSION}: run the newer version, or restore a backup made before the upgrade"
+            )
+        if version < SCHEMA_VERSION:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in columns:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+            conn.execute(_INDEXES)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _write_events(conn: sqlite3.Connection, events: Sequence[Outgoing]) -> None:
@@ -263,10 +303,11 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
-        conn.executescript(_SCHEMA)
-        columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
-        if "writeback" not in columns:  # a store made before write-backs could be given up
-            conn.execute("ALTER TABLE jobs ADD COLUMN writeback TEXT")
+        try:
+            _migrate(conn, self.path)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     async def close(self) -> None:
@@ -383,7 +424,7 @@ class SqliteStore:
                     "INSERT INTO idempotency (key, uid, answer) VALUES (?, ?, ?)", (key, record.uid, answer)
                 )
             conn.execute(
-                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 18)})", _record_values(record)
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 19)})", _record_values(record)
             )
             if schedule is not None:
                 conn.execute(
@@ -469,6 +510,18 @@ class SqliteStore:
             return [_row_to_record(row) for row in rows]
 
         return await self._read(op)
+
+    async def list_jobs(self, query: JobQuery, limit: int) -> list[JobRecord]:
+        where, params = _job_filter(query)
+        sql = f"SELECT {_COLUMNS} FROM jobs{where} ORDER BY created DESC, uid DESC LIMIT ?"
+
+        def op(conn: sqlite3.Connection) -> list[JobRecord]:
+            return [_row_to_record(row) for row in conn.execute(sql, [*params, limit]).fetchall()]
+
+        return await self._read(op)
+
+    async def schema_version(self) -> int:
+        return int(await self._read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]))
 
     async def outbox(self, limit: int) -> list[OutboxRow]:
         def op(conn: sqlite3.Connection) -> list[OutboxRow]:
@@ -627,3 +680,37 @@ class SqliteStore:
             )
 
         return await self._read(op)
+
+
+def _utc(value: datetime) -> str:
+    """The stored form of a time to compare with (every stored time is UTC ISO 8601)."""
+    return value.astimezone(UTC).isoformat()
+
+
+def _job_filter(query: JobQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause for a :class:`JobQuery`, and its parameters (only placeholders, no input)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.statuses:
+        clauses.append(f"status IN ({', '.join('?' * len(query.statuses))})")
+        params += [s.value for s in query.statuses]
+    for column, value in (
+        ("runner_type", query.runner_type),
+        ("label", query.label),
+        ("triggered_by", query.triggered_by),
+        ("schedule", query.schedule),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if query.created_since is not None:
+        clauses.append("created >= ?")
+        params.append(_utc(query.created_since))
+    if query.created_until is not None:
+        clauses.append("created < ?")
+        params.append(_utc(query.created_until))
+    if query.after is not None:
+        created, uid = query.after
+        clauses.append("(created < ? OR (created = ? AND uid < ?))")
+        params += [_utc(created), _utc(created), uid]
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
