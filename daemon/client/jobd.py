@@ -87,12 +87,12 @@ class JobdClient:
         message_id: str | None = None,
     ) -> JobHandle:
         """Start a job and return its handle; an error answer is raised (``UnknownRunner``, ...)."""
-        answer = await self.ask(
-            "job.start",
-            start_body(job, address=address, token=token, time_limit=time_limit),
-            message_id=message_id or str(uuid.uuid4()),
+        answer = await self.start(
+            job, address=address, token=token, time_limit=time_limit, message_id=message_id
         )
-        return JobHandle(self, Answer.model_validate(answer))
+        if not answer.ok and answer.error is not None:
+            raise error_for(answer.error.code, answer.error.message)
+        return JobHandle(self, answer)
 
     def handle(self, uid: str) -> JobHandle:
         """A handle on a job started earlier (by this client or anyone)."""
