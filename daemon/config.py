@@ -10,12 +10,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from daemon.contracts import DaemonSettings
+from daemon.contracts import DaemonSettings, broker_url_problem
 
-__all__ = ["Settings"]
+__all__ = ["BadSettings", "Settings", "load_settings"]
+
+ENV_PREFIX = "DM_JOBD_"
 
 
 def _split(value: object, sep: str) -> object:
@@ -25,7 +27,7 @@ def _split(value: object, sep: str) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DM_JOBD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     amqp_url: SecretStr | None = Field(
         default=None, description="Broker URL; when unset, `dm-jobd run` starts a private local broker"
@@ -77,6 +79,19 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DM_JOBD_ENVS_TO_EXPORT", "SCHEDULER_ENVS_TO_EXPORT"),
     )
 
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and (problem := broker_url_problem(value.get_secret_value())):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("state_dir", "store")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Absolute, so paths handed to jobs (``DM_JOB_RESULT``) hold from the job's own folder."""
+        return value.absolute() if value is not None else None
+
     @field_validator("plugin_dirs", mode="before")
     @classmethod
     def _paths(cls, value: object) -> object:
@@ -96,3 +111,30 @@ class Settings(BaseSettings):
         return DaemonSettings(
             enable_shell=self.enable_shell, log_lines=self.log_lines, dmss_url=self.dmss_url
         )
+
+
+class BadSettings(ValueError):
+    """A setting the environment gives is not valid; the message names the variable to fix."""
+
+
+def variable_of(field: str) -> str:
+    """The environment variable(s) that set ``field``: what a person has to edit."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        names = [str(choice) for choice in alias.choices]
+        return " or ".join(names)
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; :class:`BadSettings` naming each bad variable (never its value)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"{variable_of(str(error['loc'][0])) if error['loc'] else 'a setting'}: "
+            f"{error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors(include_input=False, include_url=False)
+        ]
+        raise BadSettings("; ".join(problems)) from None

@@ -132,3 +132,32 @@ class RecordingLog:
 
     def text(self) -> str:
         return "\n".join(f"{lvl} {event} {kw!r}" for lvl, event, kw in self.calls)
+
+
+async def cli(
+    *args: str,
+    url: str | None,
+    cwd: Path,
+    stdin: bytes | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[int, str, str]:
+    """Run ``dm-jobd`` as a user would (a fresh process, no DM_JOBD_* but these); code, stdout, stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DM_JOBD_")}
+    env["DM_JOBD_STATE_DIR"] = str(cwd / ".state")
+    if url is not None:
+        env["DM_JOBD_AMQP_URL"] = url
+    env.update(extra_env or {})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "daemon.cli",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -47,6 +47,7 @@ __all__ = [
     "AmqpUnavailable",
     "AnsweringConsumer",
     "BrokerRefused",
+    "BrokerUnreachable",
     "CommandConsumer",
     "CommandHold",
     "ConfirmedPublisher",
@@ -55,6 +56,7 @@ __all__ = [
     "Replier",
     "RpcClient",
     "connect",
+    "connect_once",
     "connect_when_up",
     "declare_topology",
 ]
@@ -68,13 +70,13 @@ class AmqpUnavailable(BusUnavailable):
 
 
 async def connect(
-    url: str, *, name: str = "dm-jobd", reconnect_interval: float = 0.5
+    url: str, *, name: str = "dm-jobd", reconnect_interval: float = 0.5, timeout: float | None = None
 ) -> AbstractRobustConnection:
     """Open a robust connection; consumers and declarations come back by themselves after an outage."""
     parsed = URL(url)
     if "reconnect_interval" not in parsed.query:
         parsed = parsed.update_query(reconnect_interval=str(reconnect_interval))
-    return await aio_pika.connect_robust(parsed, client_properties={"connection_name": name})
+    return await aio_pika.connect_robust(parsed, client_properties={"connection_name": name}, timeout=timeout)
 
 
 #: The daemon's broker connection, as the rest of the daemon names its type.
@@ -90,6 +92,42 @@ _REFUSALS = (
 
 class BrokerRefused(Exception):
     """The broker refused the connection (credentials, virtual host): waiting would not help."""
+
+
+class BrokerUnreachable(Exception):
+    """No broker answered at the URL's address (not running, wrong host or port, a firewall)."""
+
+
+def broker_address(url: str) -> str:
+    """``host:port/vhost`` of a broker URL: what messages may show of it (never the credentials)."""
+    parsed = URL(url)
+    port = parsed.port or (5671 if parsed.scheme == "amqps" else 5672)
+    vhost = parsed.path[1:] if parsed.path not in ("", "/") else ""
+    return f"{parsed.host}:{port}" + (f" (virtual host {vhost!r})" if vhost else "")
+
+
+def _scrubbed(exc: BaseException, url: str) -> str:
+    text = str(exc) or type(exc).__name__
+    password = URL(url).password
+    return text.replace(password, "***") if password else text
+
+
+async def connect_once(url: str, *, name: str, timeout: float = 10.0) -> AbstractRobustConnection:
+    """Connect, or fail at once with :class:`BrokerRefused` / :class:`BrokerUnreachable`.
+
+    For clients and tools: a person at a prompt wants one clear line now, not a wait for a broker
+    that may never come (the daemon waits instead, with :func:`connect_when_up`).
+    """
+    try:
+        return await connect(url, name=name, timeout=timeout)
+    except _REFUSALS as exc:
+        raise BrokerRefused(
+            f"the broker at {broker_address(url)} refused the connection: {_scrubbed(exc, url)}"
+        ) from None
+    except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as exc:
+        raise BrokerUnreachable(
+            f"no broker answers at {broker_address(url)}: {_scrubbed(exc, url)}"
+        ) from None
 
 
 async def connect_when_up(
@@ -111,7 +149,9 @@ async def connect_when_up(
         try:
             return await connect(url, name=name)
         except _REFUSALS as exc:
-            raise BrokerRefused(f"the broker refused the connection: {exc}") from None
+            raise BrokerRefused(
+                f"the broker at {broker_address(url)} refused the connection: {_scrubbed(exc, url)}"
+            ) from None
         except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as exc:
             log(
                 "the broker is not reachable; waiting",

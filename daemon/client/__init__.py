@@ -7,9 +7,19 @@ async with await JobdClient.connect() as client:      # DM_JOBD_AMQP_URL, or the
         print(await job.result())
 """
 
+from daemon.bus.amqp import BrokerRefused, BrokerUnreachable
 from daemon.client.handle import JobHandle
 from daemon.client.jobd import JobdClient
 from daemon.client.stream import EventStream
-from daemon.client.url import NoBroker, broker_url
+from daemon.client.url import BadBrokerUrl, NoBroker, broker_url
 
-__all__ = ["EventStream", "JobHandle", "JobdClient", "NoBroker", "broker_url"]
+__all__ = [
+    "BadBrokerUrl",
+    "BrokerRefused",
+    "BrokerUnreachable",
+    "EventStream",
+    "JobHandle",
+    "JobdClient",
+    "NoBroker",
+    "broker_url",
+]

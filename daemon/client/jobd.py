@@ -16,7 +16,7 @@ from typing import Any
 from daemon.bus import amqp
 from daemon.client.handle import JobHandle
 from daemon.client.stream import EventStream
-from daemon.client.url import broker_url
+from daemon.client.url import broker_url, check_broker_url
 from daemon.contracts import COMMAND_QUEUE, Answer, ErrorCode, JobStatus, ListCommand, ResultAnswer, error_for
 
 __all__ = ["JobdClient"]
@@ -32,8 +32,14 @@ class JobdClient:
     async def connect(
         cls, url: str | None = None, *, timeout: float = 30.0, name: str = "dm-jobd client"
     ) -> JobdClient:
-        """Connect to ``url``; by default ``DM_JOBD_AMQP_URL``, else the local broker (``dm-jobd run``)."""
-        connection = await amqp.connect(url or broker_url(), name=name)
+        """Connect to ``url``; by default ``DM_JOBD_AMQP_URL``, else the local broker (``dm-jobd run``).
+
+        Fails at once, without waiting for a broker: :class:`NoBroker` when none is configured or
+        running, ``BrokerUnreachable`` when none answers, ``BrokerRefused`` for bad credentials.
+        """
+        connection = await amqp.connect_once(
+            check_broker_url(url or broker_url()), name=name, timeout=timeout
+        )
         rpc = amqp.RpcClient(connection)
         await rpc.start()
         return cls(connection, rpc, timeout=timeout)

@@ -11,11 +11,25 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["NoBroker", "broker_url", "local_broker_url"]
+from daemon.contracts import broker_url_problem
+
+__all__ = ["BadBrokerUrl", "NoBroker", "broker_url", "check_broker_url", "local_broker_url"]
 
 
 class NoBroker(Exception):
     """No broker URL is configured and no local broker runs."""
+
+
+class BadBrokerUrl(ValueError):
+    """The broker URL is not one (``not-a-url``, ``http://...``): refused before any attempt."""
+
+
+def check_broker_url(url: str) -> str:
+    """``url`` when it is an AMQP URL; :class:`BadBrokerUrl` saying what is wrong otherwise."""
+    problem = broker_url_problem(url)
+    if problem is not None:
+        raise BadBrokerUrl(problem)
+    return url
 
 
 def local_broker_url(environ: Mapping[str, str], cwd: Path) -> str | None:

@@ -268,6 +268,10 @@ class Answer(_Wire):
     next_offset: int | None = Field(default=None, description="job.logs: the offset to ask from next")
     runners: list[RunnerView] | None = Field(default=None, description="runner.list")
     skipped: list[str] | None = Field(default=None, description="runner.list: handler folders not loaded")
+    warnings: list[str] | None = Field(
+        default=None,
+        description="job.start: what looks wrong but was accepted (a field one edit away from a known one)",
+    )
 
 
 class Base64Result(BaseModel):

@@ -6,6 +6,7 @@ Defined once here, so the bus, the schema generator, the CLI and the scripts can
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 __all__ = [
     "CLOUDEVENTS_CONTENT_TYPE",
@@ -19,6 +20,7 @@ __all__ = [
     "HOLD_PREFIX",
     "JSON_CONTENT_TYPE",
     "Outgoing",
+    "broker_url_problem",
 ]
 
 #: Topic exchange the commands are published to; the routing key names the command (``job.start``).
@@ -51,3 +53,23 @@ class Outgoing:
     routing_key: str
     message_id: str
     body: bytes
+
+
+def broker_url_problem(url: str) -> str | None:
+    """What is wrong with a broker URL, or None: refused at once, never retried for ever.
+
+    The message never repeats the URL, which may hold a password.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a broker URL ({exc}); expected amqp://user:password@host:5672/vhost"
+    if parts.scheme not in ("amqp", "amqps"):
+        shown = f"{parts.scheme!r}" if parts.scheme else "none"
+        return f"not a broker URL: the scheme must be amqp or amqps (got {shown}); expected amqp://user:password@host:5672/vhost"
+    if not parts.hostname:
+        return "not a broker URL: it names no host; expected amqp://user:password@host:5672/vhost"
+    if port == 0:
+        return "not a broker URL: port 0"
+    return None

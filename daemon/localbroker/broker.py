@@ -71,9 +71,12 @@ class LocalBroker:
         """A node from this folder is alive and accepting AMQP connections."""
         return self._running_pid() is not None and await port_open(self._state.amqp)
 
-    async def start(self, timeout: float = 60) -> None:
-        """Start the node, or adopt the one already running from this folder; idempotent."""
-        await self._start(time.monotonic() + timeout, keep_ports=False)
+    async def start(self, timeout: float = 60) -> bool:
+        """Start the node, or adopt the one already running from this folder; idempotent.
+
+        True when this call launched the node, False when it adopted one: only a launcher should stop it.
+        """
+        return await self._start(time.monotonic() + timeout, keep_ports=False)
 
     async def stop(self) -> None:
         """Stop the node running from this folder (whoever started it), then its private epmd."""
@@ -141,7 +144,7 @@ class LocalBroker:
 
     # ------------------------------------------------------------------ start/stop
 
-    async def _start(self, deadline: float, *, keep_ports: bool) -> None:
+    async def _start(self, deadline: float, *, keep_ports: bool) -> bool:
         ensure_installed()
         async with self._lock, file_lock(self._base / "lock", deadline):
             self._state = self._state_file.resolve()  # another process may have moved ports meanwhile
@@ -155,7 +158,7 @@ class LocalBroker:
                 if not await port_open(self._state.amqp):
                     await self._wait_ready(pid, deadline)
                 self._url_path.write_text(self.url + "\n")
-                return
+                return False
             self._state_file.repick_busy_ports(self._state, keep_ports=keep_ports)
             write_config(self._base, self._state, management=self._management)
             self._pid_path.unlink(missing_ok=True)
@@ -168,6 +171,7 @@ class LocalBroker:
                 await self._kill_node(wrapper)
                 raise
             self._url_path.write_text(self.url + "\n")
+            return True
 
     async def _kill_node(self, wrapper: int | None) -> None:
         """Stop the Erlang VM (pid file) first: the rabbitmq-server wrapper only forwards signals."""

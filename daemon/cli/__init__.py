@@ -1,0 +1,52 @@
+"""``dm-jobd``: run the daemon, or talk to one (submit, status, jobs, logs, result, events, ...).
+
+Every error is one line on standard error, never a traceback. Exit codes: 0 success; 1 an error
+answer, or a job that did not complete (``submit --wait``, ``events --job``, ``logs --follow``);
+2 bad usage, a bad setting, no broker, refused credentials, or no answer in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from daemon.cli.commands import UsageError, client_command, local_runners
+from daemon.cli.parser import parser
+from daemon.cli.serve import run_daemon
+from daemon.client import BadBrokerUrl, BrokerRefused, BrokerUnreachable, NoBroker
+from daemon.config import BadSettings, load_settings
+
+__all__ = ["main"]
+
+#: Failures a person fixes outside the CLI (a setting, the broker): one line each, exit code 2.
+_SETUP_ERRORS = (UsageError, BadSettings, BadBrokerUrl, NoBroker, BrokerRefused, BrokerUnreachable)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        from daemon.logs import configure
+
+        configure(fmt=settings.log_format, level=settings.log_level if args.command == "run" else "warning")
+        if args.command != "run":  # the AMQP library's own lines would repeat our one line of error
+            for name in ("aiormq", "aio_pika"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+        if args.command == "run":
+            return run_daemon(settings)
+        if args.command == "runners" and args.local:
+            return local_runners(settings, args.json)
+        return asyncio.run(client_command(args))
+    except _SETUP_ERRORS as exc:
+        print(f"dm-jobd: {exc}", file=sys.stderr)
+        return 2
+    except TimeoutError:
+        print(f"dm-jobd: no answer within {args.timeout:g} s: is the daemon running?", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. piped into `head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
