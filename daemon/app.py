@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -26,6 +26,7 @@ from daemon.jobs.events import EventFactory
 from daemon.jobs.intake import Intake
 from daemon.jobs.outbox import OutboxRelay
 from daemon.jobs.registry import Registry
+from daemon.jobs.retention import Retention
 from daemon.jobs.service import Jobs
 from daemon.jobs.supervisor import Supervisor
 from daemon.scheduling.commands import ScheduleCommands
@@ -72,7 +73,10 @@ class Daemon:
         if bus is None:
             if amqp_url is None:
                 raise ValueError("a Daemon needs an AMQP URL or a bus")
-            bus = amqp.AmqpBus(amqp_url, log=self.log.warning)
+            limits = amqp.DeadLetterLimits(
+                max_length=s.dead_letter_max_length, max_age_seconds=s.dead_letter_max_age_days * 86400
+            )
+            bus = amqp.AmqpBus(amqp_url, log=self.log.warning, dead_letters=limits)
         self.bus: Bus = bus
         self.clock: Clock = clock or SystemClock()
         self.environ = runner_environ(settings, os.environ if environ is None else environ)
@@ -139,6 +143,14 @@ class Daemon:
                 retry_limit=s.dmss_retry_limit,
                 note=self._note_writeback,
             )
+        self.retention = Retention(
+            self.store,
+            self.registry,
+            self.clock,
+            self.log,
+            keep=timedelta(days=s.retention_days) if s.retention_days > 0 else None,
+            every=s.retention_sweep_seconds,
+        )
         self.control.bind(self.jobs, self.intake, self.supervisor, self.schedules)
         self.store.on_commit = self._committed
         self.store.on_insert = self._inserted
@@ -171,6 +183,7 @@ class Daemon:
         self._on_close("job watchers", self.supervisor.close)
         resumed = await self.supervisor.resume()
         self._task("runner cleanup", self.supervisor.reconcile(self.registry.runners()))
+        self._task("retention", self.retention.run())
         schedules = await self._start_scheduler()
         self.consumer = consumer = await self.bus.consume(
             self.dispatcher,

@@ -59,6 +59,19 @@ class Settings(BaseSettings):
     stop_step_seconds: float = Field(
         default=5.0, gt=0, description="Longest wait for each step of stopping (the broker may be away)"
     )
+    retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Ended jobs, their files and idempotency keys are deleted this many days after they "
+        "ended (0: kept for ever)",
+    )
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0, description="How often retention runs")
+    dead_letter_max_length: int = Field(
+        default=100_000, gt=0, description="Messages the dead-letter queue keeps (the oldest go first)"
+    )
+    dead_letter_max_age_days: float = Field(
+        default=14.0, gt=0, description="Days a message stays in the dead-letter queue"
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
 

@@ -39,6 +39,7 @@ from daemon.contracts import (
     RunnerStatus,
     RunnerUnavailable,
     Started,
+    remove_job_folder,
 )
 
 __all__ = ["PLUGIN", "ShellRunner"]
@@ -133,6 +134,10 @@ class ShellRunner:
 
     def _dir(self, uid: str) -> Path:
         return self.state_dir / uid
+
+    async def forget(self, uid: str) -> None:
+        """The job's folder: script, log, result and exit code."""
+        await remove_job_folder(self.state_dir, uid)
 
     async def start(self, job: JobSpec) -> Started:
         """Idempotent: a repeat (after a crash) re-attaches, or starts a job that never started."""

@@ -52,6 +52,7 @@ __all__ = [
     "CommandHold",
     "ConfirmedPublisher",
     "Connection",
+    "DeadLetterLimits",
     "EventSubscription",
     "Replier",
     "RpcClient",
@@ -183,14 +184,64 @@ async def _replace_channel(
         raise AmqpUnavailable(f"cannot open a channel: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class DeadLetterLimits:
+    """How much the dead-letter queue keeps: the newest ``max_length`` messages, none older than the age.
+
+    Queue arguments, so the broker enforces them. They are fixed when the queue is first declared: a
+    queue made before (by an older dm-jobd) keeps what it has, and the daemon says how to add a policy.
+    """
+
+    max_length: int = 100_000
+    max_age_seconds: float = 14 * 86400
+
+    def arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-max-length": self.max_length,
+            "x-overflow": "drop-head",
+            "x-message-ttl": int(self.max_age_seconds * 1000),
+        }
+
+    def policy_hint(self) -> str:
+        definition = f'{{"max-length":{self.max_length},"message-ttl":{int(self.max_age_seconds * 1000)}}}'
+        pattern = f"^{DEAD_LETTER_QUEUE}$"
+        return f"rabbitmqctl set_policy --apply-to queues dm-job-dead-letter '{pattern}' '{definition}'"
+
+
+async def declare_dead_letter_queue(
+    connection: AbstractRobustConnection, limits: DeadLetterLimits, log: Callable[..., Any]
+) -> None:
+    """Declare the dead-letter queue with its limits, on a channel of its own.
+
+    A queue that exists with other arguments makes the broker close the declaring channel
+    (PRECONDITION_FAILED): that costs only this throwaway channel, and the queue is kept as it is.
+    """
+    channel = await connection.channel()
+    try:
+        await channel.declare_queue(DEAD_LETTER_QUEUE, durable=True, arguments=limits.arguments())
+    except aiormq.exceptions.ChannelPreconditionFailed:
+        log(
+            "the dead-letter queue exists with other arguments, so its length and age limits are not "
+            "applied; a broker policy applies them",
+            queue=DEAD_LETTER_QUEUE,
+            policy=limits.policy_hint(),
+        )
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
 async def declare_topology(channel: AbstractChannel, *, delivery_limit: int) -> AbstractQueue:
-    """Declare the exchanges and queues of the wire contract; returns the command queue."""
+    """Declare the exchanges and queues of the wire contract; returns the command queue.
+
+    The dead-letter queue is declared beforehand (:func:`declare_dead_letter_queue`); here it is only
+    looked up, whatever arguments it has.
+    """
     commands = await channel.declare_exchange(COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
     await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
     dead = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
-    dead_queue = await channel.declare_queue(
-        DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
-    )
+    dead_queue = await channel.declare_queue(DEAD_LETTER_QUEUE, passive=True)
     await dead_queue.bind(dead, "#")
     queue = await channel.declare_queue(
         COMMAND_QUEUE,
@@ -238,10 +289,12 @@ class CommandConsumer:
         answer: Answerer,
         prefetch: int,
         delivery_limit: int,
+        dead_letters: DeadLetterLimits | None = None,
         on_error: Callable[[Exception], None] = lambda exc: None,
         log: Callable[..., Any] = lambda event, **kw: None,
     ) -> None:
         self._connection = connection
+        self._dead_letters = dead_letters or DeadLetterLimits()
         self._on_error = on_error
         self._log = log
         self._answer = answer
@@ -262,6 +315,7 @@ class CommandConsumer:
 
     async def _consume(self, channel: AbstractChannel) -> None:
         self._channel = channel
+        await declare_dead_letter_queue(self._connection, self._dead_letters, self._log)
         await channel.set_qos(prefetch_count=self._prefetch)
         self._queue = await declare_topology(channel, delivery_limit=self._delivery_limit)
         self._tag = await self._queue.consume(self._on_message)
@@ -765,9 +819,16 @@ class AnsweringConsumer:
 class AmqpBus:
     """The bus on RabbitMQ: one robust connection for the daemon's channels, one of its own for answers."""
 
-    def __init__(self, url: str, *, log: Callable[..., Any] = lambda event, **kw: None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        log: Callable[..., Any] = lambda event, **kw: None,
+        dead_letters: DeadLetterLimits | None = None,
+    ) -> None:
         self._url = url
         self._log = log
+        self._dead_letters = dead_letters or DeadLetterLimits()
         self._connection: AbstractRobustConnection | None = None
 
     @property
@@ -821,6 +882,7 @@ class AmqpBus:
             answer=replier.send,
             prefetch=prefetch,
             delivery_limit=delivery_limit,
+            dead_letters=self._dead_letters,
             on_error=on_error,
             log=self._log,
         )

@@ -8,6 +8,9 @@ Plugins import this module and nothing else of the daemon.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +21,7 @@ from .status import JobStatus
 __all__ = [
     "DaemonSettings",
     "Documents",
+    "ForgettingRunner",
     "Handle",
     "JobControl",
     "JobResult",
@@ -32,6 +36,7 @@ __all__ = [
     "RunnerUnavailable",
     "Started",
     "WatchingRunner",
+    "remove_job_folder",
 ]
 
 #: What a runner persists about a running job (process id, container id, ...). JSON only.
@@ -185,6 +190,33 @@ class ReconcilingRunner(Protocol):
     """
 
     async def reconcile(self, is_active: Callable[[str], Awaitable[bool]]) -> None: ...
+
+
+@runtime_checkable
+class ForgettingRunner(Protocol):
+    """Optional: a runner that keeps files for its jobs (logs, results, progress records).
+
+    Called by retention before it deletes an ended job from the store: delete what is kept for
+    ``uid``. Must be idempotent (a daemon killed after it and before the delete calls it again).
+    """
+
+    async def forget(self, uid: str) -> None: ...
+
+
+async def remove_job_folder(base: Path, uid: str) -> None:
+    """Delete ``base/uid`` and all in it, if there: what most runners' :meth:`ForgettingRunner.forget` is.
+
+    Refuses a uid that would name anything but a folder right under ``base``.
+    """
+    folder = base / uid
+    if not uid or folder.parent != base or uid in (".", ".."):
+        raise ValueError(f"job uid {uid!r} cannot name a job folder")
+
+    def remove() -> None:
+        with contextlib.suppress(FileNotFoundError):  # forgotten already (idempotent), or no files
+            shutil.rmtree(folder)
+
+    await asyncio.to_thread(remove)
 
 
 class RunnerPlugin(Protocol):

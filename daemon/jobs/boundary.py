@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from daemon.contracts import (
+    ForgettingRunner,
     Handle,
     JobdError,
     JobResult,
@@ -86,3 +87,7 @@ class GuardedRunner:
     async def reconcile(self, is_active: Callable[[str], Awaitable[bool]]) -> None:
         if isinstance(self.inner, ReconcilingRunner):
             await _guard(self.inner.reconcile(is_active))
+
+    async def forget(self, uid: str) -> None:
+        if isinstance(self.inner, ForgettingRunner):
+            await _guard(self.inner.forget(uid))

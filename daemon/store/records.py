@@ -212,6 +212,17 @@ class JobStore(Protocol):
         """Up to ``limit`` jobs matching ``query``, newest first (by created time, then uid)."""
         ...
 
+    async def ended_before(self, cutoff: datetime, limit: int) -> list[JobRecord]:
+        """Up to ``limit`` ended jobs that ended before ``cutoff``, oldest first: what retention prunes."""
+        ...
+
+    async def forget(self, uids: Sequence[str]) -> int:
+        """Delete these ended jobs with their idempotency keys and queued write-backs, in one transaction.
+
+        A job that is not ended is kept whatever is asked. Returns how many jobs were deleted.
+        """
+        ...
+
     async def schema_version(self) -> int: ...
 
     async def outbox(self, limit: int) -> list[OutboxRow]: ...

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from daemon.contracts import ACTIVE, JobStatus, Outgoing, ScheduleState
+from daemon.contracts import ACTIVE, TERMINAL, JobStatus, Outgoing, ScheduleState
 from daemon.store.records import (
     Change,
     JobQuery,
@@ -107,12 +107,17 @@ _COLUMNS = (
 
 #: The schema this code writes, recorded in the file (``PRAGMA user_version``). 1: the first
 #: versioned schema (a store from before versions has 0 and is brought up to date the same way);
-#: 2: ``jobs.rerun_of`` and the index ``job.list`` pages through.
-SCHEMA_VERSION = 2
+#: 2: ``jobs.rerun_of`` and the index ``job.list`` pages through; 3: the indexes retention prunes by.
+SCHEMA_VERSION = 3
 
 #: Columns added after the first schema: a store made before them gets them at open.
 _ADDED_COLUMNS = (("writeback", "TEXT"), ("rerun_of", "TEXT"))
-_INDEXES = "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created DESC, uid DESC);"
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created DESC, uid DESC)",
+    "CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(ended) WHERE ended IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS idempotency_uid ON idempotency(uid)",
+)
+_TERMINAL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))
 _SCHEDULE_COLUMNS = (
     "uid, cron, time_zone, job, policy, created, label, start_date, end_date, state, next_fire, last_fire,"
     " runs, token"
@@ -235,7 +240,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             for name, kind in _ADDED_COLUMNS:
                 if name not in columns:
                     conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
-            conn.execute(_INDEXES)
+            for index in _INDEXES:
+                conn.execute(index)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -519,6 +525,29 @@ class SqliteStore:
             return [_row_to_record(row) for row in conn.execute(sql, [*params, limit]).fetchall()]
 
         return await self._read(op)
+
+    async def ended_before(self, cutoff: datetime, limit: int) -> list[JobRecord]:
+        sql = (
+            f"SELECT {_COLUMNS} FROM jobs WHERE ended IS NOT NULL AND ended < ? AND status IN ({_TERMINAL})"
+            " ORDER BY ended LIMIT ?"
+        )
+
+        def op(conn: sqlite3.Connection) -> list[JobRecord]:
+            return [_row_to_record(row) for row in conn.execute(sql, (_ts(cutoff), limit)).fetchall()]
+
+        return await self._read(op)
+
+    async def forget(self, uids: Sequence[str]) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            marks = ", ".join("?" * len(uids))
+            conn.execute(f"DELETE FROM idempotency WHERE uid IN ({marks})", list(uids))
+            conn.execute(f"DELETE FROM writeback WHERE uid IN ({marks})", list(uids))
+            cursor = conn.execute(
+                f"DELETE FROM jobs WHERE uid IN ({marks}) AND status IN ({_TERMINAL})", list(uids)
+            )
+            return int(cursor.rowcount)
+
+        return await self._write(op) if uids else 0
 
     async def schema_version(self) -> int:
         return int(await self._read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]))

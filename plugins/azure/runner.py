@@ -21,7 +21,16 @@ from azure.core.polling import AsyncLROPoller
 from azure.mgmt.containerinstance.aio import ContainerInstanceManagementClient
 from azure.mgmt.containerinstance.models import ContainerGroup
 
-from daemon.contracts import Handle, JobResult, JobSpec, JobStatus, Log, RunnerStatus, Started
+from daemon.contracts import (
+    Handle,
+    JobResult,
+    JobSpec,
+    JobStatus,
+    Log,
+    RunnerStatus,
+    Started,
+    remove_job_folder,
+)
 
 from .clients import auth_message, make_client, make_credential
 from .config import AzureConfig
@@ -283,6 +292,10 @@ class AzureRunner:
 
     def _log_file(self, uid: str) -> Path:
         return self.state_dir / uid / "logs.txt"
+
+    async def forget(self, uid: str) -> None:
+        """The job's folder of copied logs."""
+        await remove_job_folder(self.state_dir, uid)
 
 
 def _container(group: ContainerGroup, handle: Handle) -> str:

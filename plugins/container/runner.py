@@ -25,7 +25,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from daemon.contracts import Handle, JobResult, JobSpec, JobStatus, Log, RunnerStatus, Started
+from daemon.contracts import (
+    Handle,
+    JobResult,
+    JobSpec,
+    JobStatus,
+    Log,
+    RunnerStatus,
+    Started,
+    remove_job_folder,
+)
 
 from .engine import Engine, EngineError, NameClash
 from .exits import ExitFollower
@@ -82,6 +91,10 @@ class ContainerRunner:
 
     def _dir(self, uid: str) -> Path:
         return self.state_dir / "jobs" / uid
+
+    async def forget(self, uid: str) -> None:
+        """The job's folder: the result and output copied out of its container."""
+        await remove_job_folder(self.state_dir / "jobs", uid)
 
     def _lock(self, uid: str) -> asyncio.Lock:
         lock = self._locks.get(uid)

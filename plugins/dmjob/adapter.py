@@ -213,6 +213,10 @@ class DmJobAdapter:
                 uid=job.uid,
             )
 
+    async def forget(self, uid: str) -> None:
+        """The job's record of how far its start got (its handler's own files are the handler's)."""
+        await asyncio.to_thread(self._state.path(uid).unlink, missing_ok=True)
+
     async def close(self) -> None:
         """Stop taking work. Does not wait for running ``start()`` threads: they cannot be interrupted."""
         if self._closed:
