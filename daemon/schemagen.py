@@ -201,6 +201,22 @@ _COMMAND_DESCRIPTION = (
 )
 
 
+#: The W3C Trace Context AMQP headers (https://www.w3.org/TR/trace-context/).
+_TRACE_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "traceparent": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+            "description": "On a command: the trace it continues (a start without one begins a new "
+            "trace). On an answer and on every event of a job: the job's trace; the job's environment "
+            "has it as TRACEPARENT, and the daemon's HTTP calls for the job send it.",
+        },
+        "tracestate": {"type": "string", "maxLength": 512, "description": "Vendor trace state, passed on"},
+    },
+}
+
+
 def _messages(specs: tuple[MessageSpec, ...]) -> dict[str, Any]:
     """``components.messages``: a message per command, the two answers and the two kinds of event."""
     by_model = {spec.model: spec.model.__name__ for spec in specs}
@@ -265,6 +281,8 @@ def _messages(specs: tuple[MessageSpec, ...]) -> dict[str, Any]:
         "contentType": CLOUDEVENTS_CONTENT_TYPE,
         "payload": _ref("components", "schemas", by_model[ScheduleCloudEvent]),
     }
+    for message in messages.values():  # every message may carry, and every answer and event carries, a trace
+        message["headers"] = _TRACE_HEADERS
     return messages
 
 

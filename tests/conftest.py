@@ -259,11 +259,15 @@ def gate() -> Gate:
 
 @pytest.fixture
 def make_daemon(settings: Settings, bus: MemoryBus, clock: ManualClock, gate: Gate) -> Callable[..., Daemon]:
-    """Daemons on the in-memory bus and the hand-moved clock; ``changes`` override settings."""
+    """Daemons on the in-memory bus and the hand-moved clock; ``changes`` override settings.
+
+    Retention is off unless a test turns it on: a clock moved on by years would wake its hourly
+    sweep tens of thousands of times (test_retention covers it, with the real parts).
+    """
 
     def make(**changes: Any) -> Daemon:
         return Daemon(
-            settings.model_copy(update=changes),
+            settings.model_copy(update={"retention_days": 0, **changes}),
             bus=bus,
             clock=clock,
             plugins={"noop": NOOP_PLUGIN, "reverse": REVERSE_PLUGIN, "gate": gate, "boom": Boom()},

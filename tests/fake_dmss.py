@@ -113,6 +113,7 @@ class Seen:
     path: str
     status: int
     access_key: str | None
+    traceparent: str | None = None
 
 
 @dataclass
@@ -194,7 +195,9 @@ class FakeDmss:
                     "data": None,
                 }
                 response = web.json_response(body, status=exc.status)
-        self.seen.append(Seen(request.method, request.path, response.status, key))
+        self.seen.append(
+            Seen(request.method, request.path, response.status, key, request.headers.get("traceparent"))
+        )
         return response
 
     def _authorize(self, request: web.Request) -> None:

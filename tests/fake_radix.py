@@ -144,6 +144,8 @@ class FakeRadixScheduler:
         self.received: list[dict[str, Any]] = []
         #: Every request, as ``"METHOD /path"``.
         self.requests: list[str] = []
+        #: Every request's ``traceparent`` header (None when it had none), in order.
+        self.traceparents: list[str | None] = []
         self._fail: dict[str, list[tuple[int, str, str]]] = {}
         app = web.Application(middlewares=[self._record])
         app.router.add_post("/api/v1/jobs", self._post)
@@ -185,6 +187,7 @@ class FakeRadixScheduler:
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append(f"{request.method} {request.path}")
+        self.traceparents.append(request.headers.get("traceparent"))
         queued = self._fail.get(request.method)
         if queued:
             return _failure(*queued.pop(0))

@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ from daemon.contracts import (
     HOLD_PREFIX,
     JSON_CONTENT_TYPE,
     Outgoing,
+    Trace,
 )
 
 __all__ = [
@@ -260,6 +261,7 @@ async def declare_topology(channel: AbstractChannel, *, delivery_limit: int) -> 
 def _delivery(message: AbstractIncomingMessage) -> Delivery:
     headers = message.headers or {}
     count = headers.get("x-delivery-count", 0)
+    trace = Trace.parse(_text(headers.get("traceparent")), _text(headers.get("tracestate")))
     return Delivery(
         body=message.body,
         kind=message.type,
@@ -270,7 +272,15 @@ def _delivery(message: AbstractIncomingMessage) -> Delivery:
         user_id=message.user_id,
         redelivered=bool(message.redelivered),
         delivery_count=count if isinstance(count, int) else 0,
+        trace=trace,
     )
+
+
+def _text(value: object) -> object:
+    """A header value as text: AMQP long strings may arrive as bytes."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
 
 
 class CommandConsumer:
@@ -358,7 +368,8 @@ class CommandConsumer:
     async def _settle(self, message: AbstractIncomingMessage) -> None:
         verdict, answer = await self._handler(_delivery(message))
         if answer is not None and message.reply_to:
-            self._answer(message.reply_to, message.correlation_id, answer)
+            headers = answer.trace.headers() if answer.trace is not None else {}
+            self._answer(message.reply_to, message.correlation_id, answer.body, headers)
         if verdict is Verdict.ACK:
             await message.ack()
         elif verdict is Verdict.DEAD_LETTER:
@@ -395,6 +406,8 @@ class _Reply:
     body: bytes
     #: Monotonic time after which nobody waits for it any more.
     deadline: float
+    #: AMQP headers: the trace context of the answer.
+    headers: dict[str, str] = field(default_factory=dict)
     #: In flight when the broker closed the connection for an internal error: it may be the cause.
     suspect: bool = False
 
@@ -437,7 +450,9 @@ class Replier:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="answers")
 
-    def send(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+    def send(
+        self, reply_to: str, correlation_id: str | None, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
         """Queue an answer; never blocks and never raises (the consumer settles right after)."""
         if len(self._pending) >= self._max_pending:
             dropped = self._pending.pop(0)
@@ -445,7 +460,9 @@ class Replier:
                 "answer dropped", reason="too many answers wait for the broker", reply_to=dropped.reply_to
             )
         loop = asyncio.get_running_loop()
-        self._pending.append(_Reply(reply_to, correlation_id, body, loop.time() + self._ttl))
+        self._pending.append(
+            _Reply(reply_to, correlation_id, body, loop.time() + self._ttl, dict(headers or {}))
+        )
         self._wake.set()
 
     async def _run(self) -> None:
@@ -513,7 +530,10 @@ class Replier:
 
     async def _publish(self, channel: AbstractChannel, reply: _Reply) -> BaseException | None:
         message = aio_pika.Message(
-            reply.body, content_type=JSON_CONTENT_TYPE, correlation_id=reply.correlation_id
+            reply.body,
+            content_type=JSON_CONTENT_TYPE,
+            correlation_id=reply.correlation_id,
+            headers=dict(reply.headers) or None,
         )
         try:
             # mandatory off: a direct reply-to answer bounces otherwise; a vanished queue just drops it
@@ -553,6 +573,7 @@ def _message(m: Outgoing, content_type: str, *, expiration: timedelta | None = N
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         type=m.routing_key,
         expiration=expiration,
+        headers=dict(m.headers) or None,
     )
 
 
@@ -736,6 +757,7 @@ class RpcClient:
         message_id: str | None = None,
         expect_reply: bool = True,
         timeout: float = 30.0,
+        headers: Mapping[str, str] | None = None,
     ) -> bytes | None:
         """Publish one command; with ``expect_reply`` wait for its answer (``TimeoutError`` past timeout)."""
         if self._exchange is None:
@@ -749,6 +771,7 @@ class RpcClient:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             correlation_id=correlation_id if expect_reply else None,
             reply_to=DIRECT_REPLY_TO if expect_reply else None,
+            headers=dict(headers) if headers else None,
         )
         if not expect_reply:
             await self._exchange.publish(message, routing_key=kind, mandatory=False)

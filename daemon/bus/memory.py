@@ -21,7 +21,7 @@ from typing import Any
 
 from daemon.bus.message import BusUnavailable, Delivery, Handler, Verdict
 from daemon.clock import Clock, SystemClock
-from daemon.contracts import COMMAND_BINDINGS, COMMANDS_EXCHANGE, EVENTS_EXCHANGE, Outgoing
+from daemon.contracts import COMMAND_BINDINGS, COMMANDS_EXCHANGE, EVENTS_EXCHANGE, Outgoing, Trace
 
 __all__ = ["MemoryBus", "topic_matches"]
 
@@ -62,6 +62,7 @@ class _Command:
             user_id=self.user_id,
             redelivered=self.delivery_count > 0,
             delivery_count=self.delivery_count,
+            trace=Trace.parse(*(dict(self.message.headers).get(h) for h in ("traceparent", "tracestate"))),
         )
 
 
@@ -80,6 +81,8 @@ class MemoryBus:
         self.published: dict[str, list[Outgoing]] = defaultdict(list)
         self.dead_letters: list[Delivery] = []
         self.answers: list[tuple[str, str | None, bytes]] = []
+        #: The AMQP headers each answer in ``answers`` was sent with (its trace context).
+        self.answer_headers: list[dict[str, str]] = []
         self.held: list[tuple[int, Outgoing]] = []
         self._queue: asyncio.Queue[_Command] = asyncio.Queue()
         self._unsettled = 0
@@ -144,8 +147,11 @@ class MemoryBus:
         if not self._unsettled:
             self._settled.set()
 
-    def _answer(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+    def _answer(
+        self, reply_to: str, correlation_id: str | None, body: bytes, headers: Mapping[str, str]
+    ) -> None:
         self.answers.append((reply_to, correlation_id, body))
+        self.answer_headers.append(dict(headers))
         waiting = self._waiting.pop(correlation_id or "", None) if reply_to == REPLY_TO else None
         if waiting is not None and not waiting.done():
             waiting.set_result(body)
@@ -169,12 +175,14 @@ class MemoryBus:
         payload: Mapping[str, Any] | bytes,
         *,
         message_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
         **properties: Any,
     ) -> str:
         """Publish a command without waiting for an answer; returns its message id."""
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         message_id = message_id or uuid.uuid4().hex
-        self.route(COMMANDS_EXCHANGE, Outgoing(kind, message_id, body), **properties)
+        message = Outgoing(kind, message_id, body, tuple((headers or {}).items()))
+        self.route(COMMANDS_EXCHANGE, message, **properties)
         return message_id
 
     async def request(
@@ -184,6 +192,7 @@ class MemoryBus:
         *,
         message_id: str | None = None,
         user_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
         timeout: float = 5.0,
     ) -> dict[str, Any]:
         """Send a command and wait (in real time, bounded) for its answer, decoded."""
@@ -198,6 +207,7 @@ class MemoryBus:
                 reply_to=REPLY_TO,
                 correlation_id=correlation_id,
                 user_id=user_id,
+                headers=headers,
             )
             answer: dict[str, Any] = json.loads(await asyncio.wait_for(future, timeout))
             return answer
@@ -330,7 +340,8 @@ class _Consumer:
                 self._on_error(exc)
                 verdict, answer = Verdict.RETRY, None
             if answer is not None and command.reply_to:
-                bus._answer(command.reply_to, command.correlation_id, answer)
+                headers = answer.trace.headers() if answer.trace is not None else {}
+                bus._answer(command.reply_to, command.correlation_id, answer.body, headers)
             if verdict is Verdict.DEAD_LETTER:
                 bus.dead_letters.append(command.delivery())
             elif verdict is Verdict.RETRY:

@@ -7,10 +7,13 @@ in-memory one (:mod:`daemon.bus.memory`) are interchangeable under them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
-__all__ = ["Answerer", "BusUnavailable", "Delivery", "Handler", "Verdict"]
+from daemon.contracts import Trace
+
+__all__ = ["Answerer", "BusUnavailable", "Delivery", "Handler", "Reply", "Verdict"]
 
 
 class BusUnavailable(Exception):
@@ -30,6 +33,8 @@ class Delivery:
     user_id: str | None
     redelivered: bool
     delivery_count: int
+    #: The W3C trace context its ``traceparent``/``tracestate`` headers carried (None: none, or invalid).
+    trace: Trace | None = None
 
 
 class Verdict(enum.Enum):
@@ -43,8 +48,15 @@ class Verdict(enum.Enum):
     RETRY = "retry"
 
 
-#: Handles one delivery: the verdict and the answer to send to its ``reply_to`` (if any).
-Handler = Callable[[Delivery], Awaitable[tuple[Verdict, bytes | None]]]
+class Reply(NamedTuple):
+    """An answer: its JSON body, and the trace context to send along as headers."""
 
-#: Where a consumer hands an answer: ``(reply_to, correlation_id, body)``; it must not block or raise.
-Answerer = Callable[[str, str | None, bytes], None]
+    body: bytes
+    trace: Trace | None = None
+
+
+#: Handles one delivery: the verdict and the answer to send to its ``reply_to`` (if any).
+Handler = Callable[[Delivery], Awaitable[tuple[Verdict, Reply | None]]]
+
+#: Where a consumer hands an answer: ``(reply_to, correlation_id, body, headers)``; never blocks or raises.
+Answerer = Callable[[str, str | None, bytes, Mapping[str, str]], None]

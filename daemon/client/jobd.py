@@ -17,7 +17,16 @@ from daemon.bus import amqp
 from daemon.client.handle import JobHandle
 from daemon.client.stream import EventStream
 from daemon.client.url import broker_url, check_broker_url
-from daemon.contracts import COMMAND_QUEUE, Answer, ErrorCode, JobStatus, ListCommand, ResultAnswer, error_for
+from daemon.contracts import (
+    COMMAND_QUEUE,
+    Answer,
+    ErrorCode,
+    JobStatus,
+    ListCommand,
+    ResultAnswer,
+    Trace,
+    error_for,
+)
 
 __all__ = ["JobdClient"]
 
@@ -65,10 +74,18 @@ class JobdClient:
         *,
         message_id: str | None = None,
         timeout: float | None = None,
+        trace: Trace | None = None,
     ) -> dict[str, Any]:
-        """Send any command and return its answer as a dict (``TimeoutError`` if none comes)."""
+        """Send any command and return its answer as a dict (``TimeoutError`` if none comes).
+
+        ``trace`` continues a W3C trace: the command, and for a start the job, its events and its
+        environment, carry it (a start without one begins a new trace).
+        """
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        reply = await self._rpc.send(kind, raw, message_id=message_id, timeout=timeout or self.timeout)
+        headers = trace.headers() if trace is not None else None
+        reply = await self._rpc.send(
+            kind, raw, message_id=message_id, timeout=timeout or self.timeout, headers=headers
+        )
         assert reply is not None
         answer: dict[str, Any] = json.loads(reply)
         return answer
@@ -91,10 +108,11 @@ class JobdClient:
         token: str | None = None,
         time_limit: float | None = None,
         message_id: str | None = None,
+        trace: Trace | None = None,
     ) -> JobHandle:
         """Start a job and return its handle; an error answer is raised (``UnknownRunner``, ...)."""
         answer = await self.start(
-            job, address=address, token=token, time_limit=time_limit, message_id=message_id
+            job, address=address, token=token, time_limit=time_limit, message_id=message_id, trace=trace
         )
         if not answer.ok and answer.error is not None:
             raise error_for(answer.error.code, answer.error.message)
@@ -112,10 +130,11 @@ class JobdClient:
         token: str | None = None,
         time_limit: float | None = None,
         message_id: str | None = None,
+        trace: Trace | None = None,
     ) -> Answer:
         """Start a job. ``message_id`` is the idempotency key: one id starts one job, however often sent."""
         body = start_body(job, address=address, token=token, time_limit=time_limit)
-        answer = await self.call("job.start", body, message_id=message_id or str(uuid.uuid4()))
+        answer = await self.call("job.start", body, message_id=message_id or str(uuid.uuid4()), trace=trace)
         return Answer.model_validate(answer)
 
     async def status(self, uid: str) -> Answer:

@@ -8,7 +8,9 @@ from .runner import *  # noqa: F403
 from .runner import __all__ as _runner
 from .status import *  # noqa: F403
 from .status import __all__ as _status
+from .trace import *  # noqa: F403
+from .trace import __all__ as _trace
 from .wire import *  # noqa: F403
 from .wire import __all__ as _wire
 
-__all__ = [*_errors, *_messages, *_runner, *_status, *_wire]
+__all__ = [*_errors, *_messages, *_runner, *_status, *_trace, *_wire]

@@ -213,6 +213,7 @@ class JobView(_Wire):
         description="Why DMSS is out of date for this job: the last write-back DMSS refused, or gave up on",
     )
     rerun_of: str | None = Field(default=None, description="The job this one reruns (job.rerun)")
+    traceparent: str | None = Field(default=None, description="The job's W3C trace context")
 
 
 class RunnerView(_Wire):
@@ -345,6 +346,10 @@ class CloudEvent(BaseModel):
     subject: str = Field(description="The job uid")
     time: datetime
     datacontenttype: Literal["application/json"] = "application/json"
+    traceparent: str | None = Field(
+        default=None, description="CloudEvents distributed-tracing extension: the job's W3C trace context"
+    )
+    tracestate: str | None = Field(default=None, description="Distributed-tracing extension: vendor state")
     data: EventData
 
 

@@ -53,6 +53,8 @@ class Outgoing:
     routing_key: str
     message_id: str
     body: bytes
+    #: AMQP headers to publish with it: the job's trace context (``traceparent``, ``tracestate``).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def broker_url_problem(url: str) -> str | None:

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
-from daemon.contracts import DmssError, DmssUnavailable, ErrorCode
+from daemon.contracts import DmssError, DmssUnavailable, ErrorCode, trace_headers
 
 __all__ = ["DmssClient", "complete_address", "data_source_of", "strip_scheme"]
 
@@ -132,7 +132,9 @@ class DmssClient:
         data: dict[str, str] | None = None,
         files: dict[str, tuple[str, bytes, str]] | None = None,
     ) -> httpx.Response:
-        headers = {"Access-Key": token, "Authorization": f"Bearer {token}"} if token else {}
+        headers = trace_headers()
+        if token:
+            headers.update({"Access-Key": token, "Authorization": f"Bearer {token}"})
         try:
             response = await self._http.request(
                 method, url, params=params, data=data, files=files, headers=headers

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from daemon.contracts import DmssError, DmssUnavailable, JobResult, JobStatus, Log
+from daemon.contracts import DmssError, DmssUnavailable, JobResult, JobStatus, Log, current_trace
 from daemon.dmss.client import DmssClient, data_source_of
 from daemon.store.records import JobRecord, JobStore, PendingWriteback, WritebackRow
 
@@ -163,6 +163,7 @@ class WritebackRelay:
         return sum(outcomes)
 
     async def _one(self, row: WritebackRow) -> bool:
+        current_trace.set(row.trace)  # each row runs in a task of its own (gather): no reset needed
         try:
             if row.kind == RESULT:
                 await self._store_result(row)

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from daemon.bus.message import Delivery, Verdict
+from daemon.bus.message import Delivery, Reply, Verdict
 from daemon.contracts import (
     COMMAND_MODELS,
     Answer,
@@ -33,8 +33,10 @@ from daemon.contracts import (
     ScheduleListCommand,
     ScheduleState,
     StartCommand,
+    Trace,
     UidCommand,
     UnknownJob,
+    current_trace,
     describe_validation_error,
 )
 from daemon.jobs.control import JobService
@@ -141,7 +143,20 @@ class Dispatcher:
         """The command names this dispatcher handles."""
         return frozenset(self._handlers)
 
-    async def __call__(self, delivery: Delivery) -> tuple[Verdict, bytes | None]:
+    async def __call__(self, delivery: Delivery) -> tuple[Verdict, Reply | None]:
+        """Handle one delivery in its own trace context: a child of the command's ``traceparent``.
+
+        The answer carries the context current when the handler returns: a start that created a job
+        made the job's trace current, so its answer names the trace its events and environment carry.
+        """
+        reset = current_trace.set(delivery.trace.child() if delivery.trace is not None else None)
+        try:
+            verdict, body = await self._handle(delivery)
+            return verdict, (Reply(body, current_trace.get()) if body is not None else None)
+        finally:
+            current_trace.reset(reset)
+
+    async def _handle(self, delivery: Delivery) -> tuple[Verdict, bytes | None]:
         kind = delivery.kind or delivery.routing_key or ""
         with structlog.contextvars.bound_contextvars(command=kind, message_id=delivery.message_id):
             uid: str | None = None
@@ -226,9 +241,12 @@ class Dispatcher:
             refused = await self.schedules.admit(uid, scheduled, key)
             if refused is not None:
                 return refused
+        # A start without a trace begins one: the job's answer, events and HTTP calls all carry it.
+        trace = current_trace.get() or Trace.new()
+        current_trace.set(trace)
         # The launch (or the first fire) follows from the commit itself (the store's on_insert),
         # so a handler cancelled after the commit, by a dropped connection say, loses nothing.
-        accepted = await self.intake.accept(command, key=key, user_id=delivery.user_id)
+        accepted = await self.intake.accept(command, key=key, user_id=delivery.user_id, trace=trace)
         if accepted.schedule is not None:
             self.log.info("schedule registered", uid=accepted.schedule.uid, cron=accepted.schedule.cron)
         elif accepted.record is not None:
@@ -266,7 +284,9 @@ class Dispatcher:
 
     async def _rerun(self, command: UidCommand, delivery: Delivery) -> bytes:
         key = f"rerun:{delivery.message_id}" if delivery.message_id else None
-        accepted = await self.intake.rerun(command.uid, key=key, user_id=delivery.user_id)
+        trace = current_trace.get() or Trace.new()
+        current_trace.set(trace)
+        accepted = await self.intake.rerun(command.uid, key=key, user_id=delivery.user_id, trace=trace)
         if accepted.record is not None:
             self.log.info("job rerun", uid=accepted.record.uid, rerun_of=command.uid)
         return accepted.answer

@@ -21,6 +21,8 @@ def job_env(record: JobRecord, settings: Settings, environ: Mapping[str, str]) -
     if record.address:
         env["JOB_DMSS_ID"] = record.address
     env["DM_JOB_UID"] = record.uid
+    if record.trace is not None:  # TRACEPARENT: what OpenTelemetry SDKs in the job continue
+        env.update(record.trace.environment())
     runner = record.entity.get("runner") or {}
     for item in runner.get("environmentVariables") or []:
         name, sep, value = str(item).partition("=")

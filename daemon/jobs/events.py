@@ -43,6 +43,8 @@ class EventFactory:
             type=type_,
             subject=record.uid,
             time=datetime.now(UTC),
+            traceparent=record.trace.traceparent if record.trace else None,
+            tracestate=record.trace.tracestate if record.trace else None,
             data=EventData(
                 uid=record.uid,
                 status=record.status,
@@ -57,7 +59,9 @@ class EventFactory:
                 writeback=record.writeback,
             ),
         )
-        return Outgoing(key, event_id, event.model_dump_json(by_alias=True).encode())
+        body = event.model_dump_json(by_alias=True).encode()
+        headers = tuple(record.trace.headers().items()) if record.trace else ()
+        return Outgoing(key, event_id, body, headers)
 
     def schedule(
         self,

@@ -23,6 +23,7 @@ from daemon.contracts import (
     JobStatus,
     NotFinished,
     StartCommand,
+    Trace,
     UnknownJob,
     describe_validation_error,
 )
@@ -103,7 +104,9 @@ class Intake:
         self.dmss = dmss
         self.clock: Clock = clock or SystemClock()
 
-    async def rerun(self, uid: str, *, key: str | None, user_id: str | None) -> Accepted:
+    async def rerun(
+        self, uid: str, *, key: str | None, user_id: str | None, trace: Trace | None = None
+    ) -> Accepted:
         """A new job from an ended job's entity (by its DMSS address, when it was started by one)."""
         record = await self.store.get(uid)
         if record is None:
@@ -117,10 +120,17 @@ class Intake:
         )
         if record.time_limit is not None:
             source["timeLimitSeconds"] = record.time_limit
-        return await self.accept(StartCommand.model_validate(source), key=key, user_id=user_id, rerun_of=uid)
+        command = StartCommand.model_validate(source)
+        return await self.accept(command, key=key, user_id=user_id, rerun_of=uid, trace=trace)
 
     async def accept(
-        self, cmd: StartCommand, *, key: str | None, user_id: str | None, rerun_of: str | None = None
+        self,
+        cmd: StartCommand,
+        *,
+        key: str | None,
+        user_id: str | None,
+        rerun_of: str | None = None,
+        trace: Trace | None = None,
     ) -> Accepted:
         """Record a new job in ``starting`` (a recurring job: ``registered``, with its schedule).
 
@@ -167,6 +177,7 @@ class Intake:
             message="accepted",
             schedule=cmd.schedule,
             rerun_of=rerun_of,
+            trace=trace or Trace.new(),
         )
         answer_model = job_answer(record, note)
         if schedule is not None:

@@ -69,7 +69,7 @@ class Retention:
 
     async def run(self) -> None:
         """Sweep now and then every ``every`` seconds, until cancelled; a failed sweep is retried later."""
-        while True:
+        while self.keep is not None:
             try:
                 await self.sweep()
             except Exception as exc:

@@ -22,6 +22,7 @@ from daemon.contracts import (
     Log,
     RunnerError,
     RunnerStatus,
+    current_trace,
 )
 from daemon.jobs.boundary import GuardedRunner
 from daemon.jobs.service import Jobs
@@ -85,6 +86,7 @@ class Supervisor:
                     self.log.warning("runner cleanup failed", runner=name, error=exc.message)
 
     async def _run(self, record: JobRecord, launched: asyncio.Event) -> None:
+        current_trace.set(record.trace)  # this task's HTTP calls for the job carry the job's trace
         try:
             await self._start_and_watch(record, launched)
         except asyncio.CancelledError:
@@ -207,6 +209,8 @@ class Supervisor:
         record = await self.jobs.get(uid)
         if record.status.is_terminal:
             return record, False
+        if current_trace.get() is None:
+            current_trace.set(record.trace)
         launched = self._launched.get(uid)
         if launched is not None:
             await launched.wait()  # a start under way finishes first, so its handle is known

@@ -27,6 +27,7 @@ def job_view(record: JobRecord) -> JobView:
         schedule=record.schedule,
         writeback=record.writeback,
         rerun_of=record.rerun_of,
+        traceparent=record.trace.traceparent if record.trace else None,
     )
 
 

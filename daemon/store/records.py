@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from daemon.contracts import Handle, JobStatus, Outgoing, ScheduleState
+from daemon.contracts import Handle, JobStatus, Outgoing, ScheduleState, Trace
 
 __all__ = [
     "Change",
@@ -52,6 +52,8 @@ class JobRecord:
     writeback: str | None = None
     #: The job this one reruns (``job.rerun``).
     rerun_of: str | None = None
+    #: The job's trace context: its answer, events, environment and HTTP calls carry it.
+    trace: Trace | None = None
 
 
 @dataclass
@@ -119,6 +121,8 @@ class WritebackRow:
     version: int
     attempts: int
     token: str | None = field(default=None, repr=False)
+    #: The job's trace context, for the write's ``traceparent`` header.
+    trace: Trace | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from daemon.contracts import ACTIVE, TERMINAL, JobStatus, Outgoing, ScheduleState
+from daemon.contracts import ACTIVE, TERMINAL, JobStatus, Outgoing, ScheduleState, Trace
 from daemon.store.records import (
     Change,
     JobQuery,
@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created TEXT NOT NULL,
     schedule TEXT,
     writeback TEXT,
-    rerun_of TEXT
+    rerun_of TEXT,
+    traceparent TEXT,
+    tracestate TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_active ON jobs(status) WHERE status IN ({active});
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -86,7 +88,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     routing_key TEXT NOT NULL,
     message_id TEXT NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    headers TEXT
 );
 CREATE TABLE IF NOT EXISTS writeback (
     uid TEXT NOT NULL,
@@ -102,16 +105,25 @@ CREATE TABLE IF NOT EXISTS writeback (
 
 _COLUMNS = (
     "uid, status, runner_type, label, triggered_by, address, entity, token, handle, message, logs,"
-    " percentage, started, ended, time_limit, created, schedule, writeback, rerun_of"
+    " percentage, started, ended, time_limit, created, schedule, writeback, rerun_of, traceparent, tracestate"
 )
+
+_COLUMN_COUNT = len(_COLUMNS.split(","))
 
 #: The schema this code writes, recorded in the file (``PRAGMA user_version``). 1: the first
 #: versioned schema (a store from before versions has 0 and is brought up to date the same way);
-#: 2: ``jobs.rerun_of`` and the index ``job.list`` pages through; 3: the indexes retention prunes by.
-SCHEMA_VERSION = 3
+#: 2: ``jobs.rerun_of`` and the index ``job.list`` pages through; 3: the indexes retention prunes by;
+#: 4: each job's trace context, and the AMQP headers of queued events.
+SCHEMA_VERSION = 4
 
 #: Columns added after the first schema: a store made before them gets them at open.
-_ADDED_COLUMNS = (("writeback", "TEXT"), ("rerun_of", "TEXT"))
+_ADDED_COLUMNS = (
+    ("jobs", "writeback", "TEXT"),
+    ("jobs", "rerun_of", "TEXT"),
+    ("jobs", "traceparent", "TEXT"),
+    ("jobs", "tracestate", "TEXT"),
+    ("outbox", "headers", "TEXT"),
+)
 _INDEXES = (
     "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created DESC, uid DESC)",
     "CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(ended) WHERE ended IS NOT NULL",
@@ -136,6 +148,10 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 
+def _headers(text: str | None) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in json.loads(text)) if text else ()
+
+
 def _row_to_record(row: sqlite3.Row) -> JobRecord:
     return JobRecord(
         uid=row["uid"],
@@ -157,6 +173,7 @@ def _row_to_record(row: sqlite3.Row) -> JobRecord:
         schedule=row["schedule"],
         writeback=row["writeback"],
         rerun_of=row["rerun_of"],
+        trace=Trace(row["traceparent"], row["tracestate"]) if row["traceparent"] else None,
     )
 
 
@@ -219,6 +236,8 @@ def _record_values(r: JobRecord) -> tuple[Any, ...]:
         r.schedule,
         r.writeback,
         r.rerun_of,
+        r.trace.traceparent if r.trace is not None else None,
+        r.trace.tracestate if r.trace is not None else None,
     )
 
 
@@ -236,10 +255,10 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
-            for name, kind in _ADDED_COLUMNS:
+            for table, name, kind in _ADDED_COLUMNS:
+                columns = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
                 if name not in columns:
-                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
             for index in _INDEXES:
                 conn.execute(index)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -252,8 +271,11 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 def _write_events(conn: sqlite3.Connection, events: Sequence[Outgoing]) -> None:
     if events:
         conn.executemany(
-            "INSERT INTO outbox (routing_key, message_id, body) VALUES (?, ?, ?)",
-            [(e.routing_key, e.message_id, e.body) for e in events],
+            "INSERT INTO outbox (routing_key, message_id, body, headers) VALUES (?, ?, ?, ?)",
+            [
+                (e.routing_key, e.message_id, e.body, json.dumps(e.headers) if e.headers else None)
+                for e in events
+            ],
         )
 
 
@@ -430,7 +452,8 @@ class SqliteStore:
                     "INSERT INTO idempotency (key, uid, answer) VALUES (?, ?, ?)", (key, record.uid, answer)
                 )
             conn.execute(
-                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * 19)})", _record_values(record)
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * _COLUMN_COUNT)})",
+                _record_values(record),
             )
             if schedule is not None:
                 conn.execute(
@@ -555,10 +578,13 @@ class SqliteStore:
     async def outbox(self, limit: int) -> list[OutboxRow]:
         def op(conn: sqlite3.Connection) -> list[OutboxRow]:
             rows = conn.execute(
-                "SELECT id, routing_key, message_id, body FROM outbox ORDER BY id LIMIT ?", (limit,)
+                "SELECT id, routing_key, message_id, body, headers FROM outbox ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
             return [
-                OutboxRow(r["id"], Outgoing(r["routing_key"], r["message_id"], bytes(r["body"])))
+                OutboxRow(
+                    r["id"],
+                    Outgoing(r["routing_key"], r["message_id"], bytes(r["body"]), _headers(r["headers"])),
+                )
                 for r in rows
             ]
 
@@ -577,7 +603,8 @@ class SqliteStore:
     async def writebacks(self, now: float, limit: int) -> list[WritebackRow]:
         def op(conn: sqlite3.Connection) -> list[WritebackRow]:
             rows = conn.execute(
-                "SELECT w.uid, w.kind, w.address, w.body, w.version, w.attempts, j.token"
+                "SELECT w.uid, w.kind, w.address, w.body, w.version, w.attempts, j.token, j.traceparent,"
+                " j.tracestate"
                 " FROM writeback w LEFT JOIN jobs j ON j.uid = w.uid"
                 " WHERE w.not_before <= ? ORDER BY w.not_before, w.rowid LIMIT ?",
                 (now, limit),
@@ -591,6 +618,7 @@ class SqliteStore:
                     r["version"],
                     r["attempts"],
                     r["token"],
+                    Trace(r["traceparent"], r["tracestate"]) if r["traceparent"] else None,
                 )
                 for r in rows
             ]

@@ -16,6 +16,8 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
 from azure.mgmt.containerinstance.aio import ContainerInstanceManagementClient
 
+from daemon.contracts import trace_headers
+
 from .config import AzureConfig
 
 __all__ = ["auth_message", "credential_description", "make_client", "make_credential"]
@@ -41,8 +43,14 @@ def make_client(cfg: AzureConfig, credential: AsyncTokenCredential) -> Container
         credential_scopes=[cfg.arm_scope],
         polling_interval=cfg.polling_seconds,
         retry_total=cfg.sdk_retries,
+        raw_request_hook=_traced,
         **_verify(cfg),
     )
+
+
+def _traced(request: Any) -> None:
+    """Every ARM call for a job carries the job's ``traceparent`` (the daemon sets it per job)."""
+    request.http_request.headers.update(trace_headers())
 
 
 def credential_description(cfg: AzureConfig) -> str:

@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from daemon.contracts import Handle, JobResult, JobSpec, JobStatus, Log, RunnerStatus, Started
+from daemon.contracts import Handle, JobResult, JobSpec, JobStatus, Log, RunnerStatus, Started, trace_headers
 
 from .errors import RadixError, failure_text, job_secrets, scrub
 from .request import DEFAULT_URL_TEMPLATE, base_url, description
@@ -20,6 +20,11 @@ __all__ = ["DEFAULT_TIMEOUT", "RadixRunner"]
 DEFAULT_TIMEOUT = 30.0
 
 
+async def _traced(request: httpx.Request) -> None:
+    """Every call for a job carries the job's ``traceparent`` (the daemon sets it per job)."""
+    request.headers.update(trace_headers())
+
+
 class RadixRunner:
     def __init__(
         self, log: Log, *, url_template: str = DEFAULT_URL_TEMPLATE, timeout: float = DEFAULT_TIMEOUT
@@ -27,7 +32,9 @@ class RadixRunner:
         self.log = log
         self.url_template = url_template
         self.timeout = timeout
-        self._http = httpx.AsyncClient(timeout=timeout, headers={"Accept": "application/json"})
+        self._http = httpx.AsyncClient(
+            timeout=timeout, headers={"Accept": "application/json"}, event_hooks={"request": [_traced]}
+        )
 
     # -- requests ---------------------------------------------------------------------------------
 
