@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+import structlog
+
 from daemon.contracts import DmssError, DmssUnavailable, JobResult, JobStatus, Log, current_trace
 from daemon.dmss.client import DmssClient, data_source_of
 from daemon.store.records import JobRecord, JobStore, PendingWriteback, WritebackRow
@@ -164,6 +166,7 @@ class WritebackRelay:
 
     async def _one(self, row: WritebackRow) -> bool:
         current_trace.set(row.trace)  # each row runs in a task of its own (gather): no reset needed
+        structlog.contextvars.bind_contextvars(uid=row.uid)
         try:
             if row.kind == RESULT:
                 await self._store_result(row)

@@ -13,6 +13,8 @@ import contextlib
 import functools
 from collections.abc import Sequence
 
+import structlog
+
 from daemon.clock import Clock, SystemClock
 from daemon.contracts import (
     Handle,
@@ -87,6 +89,10 @@ class Supervisor:
 
     async def _run(self, record: JobRecord, launched: asyncio.Event) -> None:
         current_trace.set(record.trace)  # this task's HTTP calls for the job carry the job's trace
+        # Every log line in this task names the job, and nothing else: the task may have been created
+        # in the context of whichever command's commit launched it.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(uid=record.uid)
         try:
             await self._start_and_watch(record, launched)
         except asyncio.CancelledError:

@@ -9,6 +9,7 @@ fsyncs, not one per command.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
 import sqlite3
@@ -378,7 +379,9 @@ class SqliteStore:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((fn, future, committed))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+            # In a context of its own: not the one of whichever command's write happened to start it
+            # (its trace and log fields would otherwise follow every commit and what they launch).
+            self._flusher = asyncio.create_task(self._flush(), context=contextvars.Context())
         return await future
 
     async def _flush(self) -> None:
