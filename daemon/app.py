@@ -29,6 +29,7 @@ from daemon.jobs.registry import Registry
 from daemon.jobs.retention import Retention
 from daemon.jobs.service import Jobs
 from daemon.jobs.supervisor import Supervisor
+from daemon.metrics import Metrics, MetricsServer
 from daemon.scheduling.commands import ScheduleCommands
 from daemon.scheduling.held import HeldBursts
 from daemon.scheduling.scheduler import Scheduler
@@ -82,6 +83,9 @@ class Daemon:
         self.environ = runner_environ(settings, os.environ if environ is None else environ)
         self.plugins = plugins
         self.store = SqliteStore(s.store_path)
+        self.metrics = Metrics()
+        #: The Prometheus endpoint, once started (``DM_JOBD_METRICS_PORT``).
+        self.metrics_server: MetricsServer | None = None
         self.registry = Registry()
         self.control = JobService()
         self.events = EventFactory(source=s.event_source, log_lines=s.event_log_lines)
@@ -131,7 +135,9 @@ class Daemon:
             log=self.log,
             max_body_bytes=s.max_body_bytes,
             delivery_limit=s.delivery_limit,
+            metrics=self.metrics,
         )
+        self.jobs.on_status = self.metrics.status_changed
         self.writeback: WritebackRelay | None = None
         if self.dmss is not None:
             self.writeback = WritebackRelay(
@@ -150,6 +156,7 @@ class Daemon:
             self.log,
             keep=timedelta(days=s.retention_days) if s.retention_days > 0 else None,
             every=s.retention_sweep_seconds,
+            on_pruned=self.metrics.pruned.inc,
         )
         self.control.bind(self.jobs, self.intake, self.supervisor, self.schedules)
         self.store.on_commit = self._committed
@@ -184,6 +191,7 @@ class Daemon:
         resumed = await self.supervisor.resume()
         self._task("runner cleanup", self.supervisor.reconcile(self.registry.runners()))
         self._task("retention", self.retention.run())
+        self._serve_metrics()
         schedules = await self._start_scheduler()
         self.consumer = consumer = await self.bus.consume(
             self.dispatcher,
@@ -200,6 +208,17 @@ class Daemon:
             schedules=schedules,
             runners=[e.type for e in self.registry.entries() if e.runner is not None],
         )
+
+    def _serve_metrics(self) -> None:
+        port = self.settings.metrics_port
+        if port is None:
+            return
+        self.metrics.watch(lambda: self.supervisor.watching, lambda: self.bus.connected)
+        server = self.metrics_server = MetricsServer(self.metrics, port, self.settings.metrics_host)
+        self._on_close("metrics endpoint", lambda: asyncio.to_thread(server.close))
+        every = self.settings.metrics_refresh_seconds
+        self._task("metrics refresh", self.metrics.refresh_every(self.store, every, self.log.warning))
+        self.log.info("metrics served", port=server.port, path="/metrics")
 
     def _load_runners(self) -> None:
         s = self.settings

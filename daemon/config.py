@@ -72,6 +72,19 @@ class Settings(BaseSettings):
     dead_letter_max_age_days: float = Field(
         default=14.0, gt=0, description="Days a message stays in the dead-letter queue"
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics on this port (unset: off; 0: any free port)",
+    )
+    # all interfaces: a scraper runs elsewhere (another container); the endpoint is off unless a port is set
+    metrics_host: str = Field(default="0.0.0.0", description="Address the metrics endpoint listens on")  # noqa: S104
+    metrics_refresh_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often the store is counted for the jobs, schedules and backlog gauges",
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
 

@@ -860,6 +860,11 @@ class AmqpBus:
             raise RuntimeError("AmqpBus.open() was not called")
         return self._connection
 
+    @property
+    def connected(self) -> bool:
+        """Up now: a robust connection that is reconnecting has ``connected`` cleared until it is back."""
+        return self._connection is not None and self._connection.connected.is_set()
+
     async def open(self) -> None:
         self._connection = await connect_when_up(self._url, log=self._log)
 

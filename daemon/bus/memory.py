@@ -94,6 +94,10 @@ class MemoryBus:
 
     # -- the daemon's side (the Bus protocol) --------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        return self.available
+
     async def open(self) -> None:
         pass
 

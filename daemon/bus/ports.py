@@ -53,6 +53,11 @@ class Bus(Protocol):
         """Connect (waiting for the broker if need be)."""
         ...
 
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up now (the metrics' broker state)."""
+        ...
+
     async def close(self) -> None: ...
 
     async def event_publisher(self) -> Publisher:

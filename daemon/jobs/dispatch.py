@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import ValidationError
@@ -49,7 +49,7 @@ from daemon.scheduling.fire import fire_message_id
 from daemon.scheduling.recurring import schedule_view
 from daemon.store.records import ScheduleRecord
 
-__all__ = ["MAX_DEPTH", "Dispatcher", "parse_body", "start_key"]
+__all__ = ["MAX_DEPTH", "Dispatcher", "Meter", "parse_body", "start_key"]
 
 
 def _error_answer(exc: JobdError, uid: str | None = None) -> bytes:
@@ -117,6 +117,14 @@ def start_key(message_id: str) -> str:
     return f"start:{message_id}"
 
 
+class Meter(Protocol):
+    """What the dispatcher counts (:class:`daemon.metrics.Metrics`)."""
+
+    def command(self, kind: str, outcome: str) -> None: ...
+
+    def fired(self, late_seconds: float) -> None: ...
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -128,7 +136,9 @@ class Dispatcher:
         log: Log,
         max_body_bytes: int,
         delivery_limit: int,
+        metrics: Meter | None = None,
     ) -> None:
+        self.metrics = metrics
         self.jobs = jobs
         self.intake = intake
         self.control = control
@@ -150,14 +160,17 @@ class Dispatcher:
         made the job's trace current, so its answer names the trace its events and environment carry.
         """
         reset = current_trace.set(delivery.trace.child() if delivery.trace is not None else None)
+        kind = delivery.kind or delivery.routing_key or ""
         try:
-            verdict, body = await self._handle(delivery)
+            verdict, body, outcome = await self._handle(kind, delivery)
+            if self.metrics is not None:
+                self.metrics.command(kind if kind in self._handlers else "unknown", outcome)
             return verdict, (Reply(body, current_trace.get()) if body is not None else None)
         finally:
             current_trace.reset(reset)
 
-    async def _handle(self, delivery: Delivery) -> tuple[Verdict, bytes | None]:
-        kind = delivery.kind or delivery.routing_key or ""
+    async def _handle(self, kind: str, delivery: Delivery) -> tuple[Verdict, bytes | None, str]:
+        """The verdict, the answer, and the outcome the metrics count (``ok`` or the error code)."""
         with structlog.contextvars.bound_contextvars(command=kind, message_id=delivery.message_id):
             uid: str | None = None
             try:
@@ -166,22 +179,22 @@ class Dispatcher:
                 if uid is not None:
                     structlog.contextvars.bind_contextvars(uid=uid)
                 answer = await self._run(kind, command, delivery)
-                return Verdict.ACK, answer
+                return Verdict.ACK, answer, "ok"
             except JobdError as exc:
                 if exc.bad_input:
                     self.log.warning("command refused", code=exc.code.value, reason=exc.message)
-                    return Verdict.DEAD_LETTER, _error_answer(exc, uid)
+                    return Verdict.DEAD_LETTER, _error_answer(exc, uid), exc.code.value
                 self.log.info("command failed", code=exc.code.value, reason=exc.message)
-                return Verdict.ACK, _error_answer(exc, uid)
+                return Verdict.ACK, _error_answer(exc, uid), exc.code.value
             except Exception as exc:
                 last = delivery.delivery_count + 1 >= self.delivery_limit
                 self.log.error(
                     "command crashed", error=repr(exc), attempt=delivery.delivery_count + 1, final=last
                 )
                 if not last:
-                    return Verdict.RETRY, None
+                    return Verdict.RETRY, None, "retry"
                 failure = JobdError(f"internal error: {type(exc).__name__}", code=ErrorCode.INTERNAL)
-                return Verdict.DEAD_LETTER, _error_answer(failure)
+                return Verdict.DEAD_LETTER, _error_answer(failure), ErrorCode.INTERNAL.value
 
     def _parse(self, kind: str, delivery: Delivery) -> Command:
         if len(delivery.body) > self.max_body_bytes:
@@ -251,6 +264,8 @@ class Dispatcher:
             self.log.info("schedule registered", uid=accepted.schedule.uid, cron=accepted.schedule.cron)
         elif accepted.record is not None:
             self.log.info("job accepted", uid=accepted.record.uid, runner_type=accepted.record.runner_type)
+            if scheduled is not None and self.metrics is not None:  # a fire's run, counted once
+                self.metrics.fired((accepted.record.created - scheduled).total_seconds())
         return accepted.answer
 
     async def _stop(self, command: UidCommand, delivery: Delivery) -> bytes:

@@ -8,6 +8,7 @@ idempotent), so nothing is left half-pruned; active jobs are never touched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from daemon.clock import Clock
@@ -31,9 +32,11 @@ class Retention:
         keep: timedelta | None,
         every: float = 3600.0,
         batch: int = 500,
+        on_pruned: Callable[[int], None] | None = None,
     ) -> None:
         self.store, self.registry, self.clock, self.log = store, registry, clock, log
         self.keep, self.every, self.batch = keep, every, batch
+        self.on_pruned = on_pruned
         #: Jobs pruned since start, for metrics and tests.
         self.pruned = 0
 
@@ -52,6 +55,8 @@ class Retention:
                 break
         if deleted:
             self.pruned += deleted
+            if self.on_pruned is not None:
+                self.on_pruned(deleted)
             self.log.info("pruned ended jobs", jobs=deleted, ended_before=cutoff.isoformat())
         return deleted
 

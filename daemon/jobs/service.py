@@ -9,7 +9,7 @@ change nothing. New jobs come in through :mod:`daemon.jobs.intake`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
@@ -59,6 +59,8 @@ class Jobs:
         self.environ = environ
         #: Set when a DMSS URL is configured: starts by address, write-backs and results use it.
         self.dmss = dmss
+        #: Called with the record and its previous status after each committed status change (metrics).
+        self.on_status: Callable[[JobRecord, JobStatus], None] | None = None
 
     # -- helpers the supervisor uses -------------------------------------------------------------
 
@@ -173,4 +175,15 @@ class Jobs:
                 return None
             return Change(new, events, writebacks_for(new, current.status, dmss_configured=dmss_configured))
 
-        return await self.store.modify(uid, decide)
+        changed: list[JobStatus] = []  # the previous status, when decide() changes it
+
+        def deciding(current: JobRecord) -> Change | None:
+            change = decide(current)
+            if change is not None and change.record.status is not current.status:
+                changed.append(current.status)
+            return change
+
+        updated = await self.store.modify(uid, deciding)
+        if changed and updated is not None and self.on_status is not None:
+            self.on_status(updated, changed[-1])
+        return updated

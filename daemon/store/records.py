@@ -56,6 +56,19 @@ class JobRecord:
     trace: Trace | None = None
 
 
+@dataclass(frozen=True)
+class StoreCounts:
+    """What the store holds, counted: the metrics' jobs, schedules and backlogs."""
+
+    #: ``(runner_type, status) -> jobs``
+    jobs: dict[tuple[str, str], int]
+    #: ``state -> schedules``
+    schedules: dict[str, int]
+    #: Events not yet published, and DMSS write-backs not yet made.
+    outbox: int
+    writeback: int
+
+
 @dataclass
 class ScheduleRecord:
     """A recurring job's schedule: its definition and its durable state."""
@@ -228,6 +241,10 @@ class JobStore(Protocol):
         ...
 
     async def schema_version(self) -> int: ...
+
+    async def counts(self) -> StoreCounts:
+        """Jobs by runner type and status, schedules by state, and the relays' backlogs."""
+        ...
 
     async def outbox(self, limit: int) -> list[OutboxRow]: ...
 

@@ -28,6 +28,7 @@ from daemon.store.records import (
     PendingWriteback,
     ScheduleChange,
     ScheduleRecord,
+    StoreCounts,
     StoreTooNew,
     WritebackRow,
 )
@@ -574,6 +575,19 @@ class SqliteStore:
             return int(cursor.rowcount)
 
         return await self._write(op) if uids else 0
+
+    async def counts(self) -> StoreCounts:
+        def op(conn: sqlite3.Connection) -> StoreCounts:
+            jobs = conn.execute("SELECT runner_type, status, COUNT(*) FROM jobs GROUP BY runner_type, status")
+            states = conn.execute("SELECT state, COUNT(*) FROM schedules GROUP BY state")
+            return StoreCounts(
+                jobs={(r[0], r[1]): r[2] for r in jobs.fetchall()},
+                schedules={r[0]: r[1] for r in states.fetchall()},
+                outbox=conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0],
+                writeback=conn.execute("SELECT COUNT(*) FROM writeback").fetchone()[0],
+            )
+
+        return await self._read(op)
 
     async def schema_version(self) -> int:
         return int(await self._read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0]))
