@@ -135,6 +135,9 @@ class ShellRunner:
     def _dir(self, uid: str) -> Path:
         return self.state_dir / uid
 
+    def runner_fields(self, runner_type: str) -> frozenset[str]:
+        return frozenset({"script"})
+
     async def forget(self, uid: str) -> None:
         """The job's folder: script, log, result and exit code."""
         await remove_job_folder(self.state_dir, uid)

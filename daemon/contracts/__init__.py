@@ -2,6 +2,8 @@
 
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors
+from .fields import *  # noqa: F403
+from .fields import __all__ as _fields
 from .messages import *  # noqa: F403
 from .messages import __all__ as _messages
 from .runner import *  # noqa: F403
@@ -13,4 +15,4 @@ from .trace import __all__ as _trace
 from .wire import *  # noqa: F403
 from .wire import __all__ as _wire
 
-__all__ = [*_errors, *_messages, *_runner, *_status, *_trace, *_wire]
+__all__ = [*_errors, *_fields, *_messages, *_runner, *_status, *_trace, *_wire]

@@ -20,6 +20,7 @@ from .status import JobStatus
 
 __all__ = [
     "DaemonSettings",
+    "DescribedRunner",
     "Documents",
     "ForgettingRunner",
     "Handle",
@@ -190,6 +191,14 @@ class ReconcilingRunner(Protocol):
     """
 
     async def reconcile(self, is_active: Callable[[str], Awaitable[bool]]) -> None: ...
+
+
+@runtime_checkable
+class DescribedRunner(Protocol):
+    """Optional: a runner that names the ``runner`` fields it reads (besides ``type`` and
+    ``environmentVariables``), so that one misspelt is flagged in the start's answer."""
+
+    def runner_fields(self, runner_type: str) -> frozenset[str]: ...
 
 
 @runtime_checkable

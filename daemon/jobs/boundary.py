@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from daemon.contracts import (
+    DescribedRunner,
     ForgettingRunner,
     Handle,
     JobdError,
@@ -87,6 +88,12 @@ class GuardedRunner:
     async def reconcile(self, is_active: Callable[[str], Awaitable[bool]]) -> None:
         if isinstance(self.inner, ReconcilingRunner):
             await _guard(self.inner.reconcile(is_active))
+
+    def runner_fields(self, runner_type: str) -> frozenset[str] | None:
+        """The ``runner`` fields the inner runner reads, when it says (None: it does not)."""
+        if isinstance(self.inner, DescribedRunner):
+            return self.inner.runner_fields(runner_type)
+        return None
 
     async def forget(self, uid: str) -> None:
         if isinstance(self.inner, ForgettingRunner):

@@ -26,6 +26,7 @@ from daemon.contracts import (
     Trace,
     UnknownJob,
     describe_validation_error,
+    field_warnings,
 )
 from daemon.dmss.client import DmssClient
 from daemon.dmss.writeback import writebacks_for
@@ -148,13 +149,19 @@ class Intake:
         schedule: ScheduleRecord | None = None
         if is_recurring(entity):
             schedule, repeated = new_schedule(uid, entity, now=now, token=token)
-            self.registry.get(repeated.runner.type)  # the job to repeat must be runnable
+            repeated_runner = self.registry.get(repeated.runner.type)  # the job to repeat must be runnable
+            warnings = field_warnings(entity, None) + field_warnings(
+                schedule.job,
+                repeated_runner.runner_fields(repeated.runner.type),
+                where="job.applicationInput",
+            )
             _check_env_list(schedule.job)
             status, runner_type = JobStatus.REGISTERED, RECURRING_HANDLER
             note = f"schedule registered; next fire at {schedule.next_fire:%Y-%m-%d %H:%M:%S %Z}"
         else:
-            self.registry.get(job.runner.type)  # unknown or disabled runner types are refused here
+            runner = self.registry.get(job.runner.type)  # unknown or disabled runner types are refused here
             _check_env_list(entity)
+            warnings = field_warnings(entity, runner.runner_fields(job.runner.type))
             status, runner_type, note = (
                 JobStatus.STARTING,
                 job.runner.type,
@@ -180,6 +187,7 @@ class Intake:
             trace=trace or Trace.new(),
         )
         answer_model = job_answer(record, note)
+        answer_model.warnings = warnings or None
         if schedule is not None:
             answer_model.schedule = schedule_view(schedule)
         answer = answer_model.model_dump_json(by_alias=True).encode()

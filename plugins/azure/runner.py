@@ -293,6 +293,13 @@ class AzureRunner:
     def _log_file(self, uid: str) -> Path:
         return self.state_dir / uid / "logs.txt"
 
+    def runner_fields(self, runner_type: str) -> frozenset[str]:
+        common = {"name", "image", "containerImage", "customCommand", "command", "computeResource"}
+        classic = (
+            {"subnetId", "logAnalyticsWorkspaceResourceId"} if runner_type in self.classic_types else set()
+        )
+        return frozenset(common | classic)
+
     async def forget(self, uid: str) -> None:
         """The job's folder of copied logs."""
         await remove_job_folder(self.state_dir, uid)

@@ -92,6 +92,9 @@ class ContainerRunner:
     def _dir(self, uid: str) -> Path:
         return self.state_dir / "jobs" / uid
 
+    def runner_fields(self, runner_type: str) -> frozenset[str]:
+        return frozenset({"image", "computeResource", "customCommand"})
+
     async def forget(self, uid: str) -> None:
         """The job's folder: the result and output copied out of its container."""
         await remove_job_folder(self.state_dir / "jobs", uid)

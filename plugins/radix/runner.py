@@ -165,6 +165,11 @@ class RadixRunner:
             raise RadixError(text + (f" (and to stop it: {refused})" if refused else ""))
         self.log.info("radix job stopped and deleted", uid=job.uid, radix_job=name, stop_refused=refused)
 
+    def runner_fields(self, runner_type: str) -> frozenset[str]:
+        return frozenset(
+            {"jobName", "schedulerPort", "imageTagName", "timeLimitSeconds", "backoffLimit", "resources"}
+        )
+
     async def close(self) -> None:
         await self._http.aclose()
 
