@@ -34,8 +34,8 @@ from daemon.scheduling.commands import ScheduleCommands
 from daemon.scheduling.held import HeldBursts
 from daemon.scheduling.scheduler import Scheduler
 from daemon.scheduling.starts import Starts
+from daemon.store import store_for
 from daemon.store.records import JobRecord, ScheduleRecord
-from daemon.store.sqlite import SqliteStore
 
 __all__ = ["Daemon", "runner_environ"]
 
@@ -82,7 +82,7 @@ class Daemon:
         self.clock: Clock = clock or SystemClock()
         self.environ = runner_environ(settings, os.environ if environ is None else environ)
         self.plugins = plugins
-        self.store = SqliteStore(s.store_path)
+        self.store = store_for(s)
         self.metrics = Metrics()
         #: The Prometheus endpoint, once started (``DM_JOBD_METRICS_PORT``).
         self.metrics_server: MetricsServer | None = None
@@ -203,7 +203,7 @@ class Daemon:
         self._started = True
         self.log.info(
             "dm-jobd ready",
-            store=str(self.settings.store_path),
+            store=self.store.describe,
             resumed=resumed,
             schedules=schedules,
             runners=[e.type for e in self.registry.entries() if e.runner is not None],

@@ -20,6 +20,10 @@ __all__ = ["BadSettings", "Settings", "load_settings"]
 ENV_PREFIX = "DM_JOBD_"
 
 
+def _is_postgres(value: str) -> bool:
+    return value.startswith(("postgresql://", "postgres://"))
+
+
 def _split(value: object, sep: str) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(sep) if part.strip()]
@@ -33,7 +37,11 @@ class Settings(BaseSettings):
         default=None, description="Broker URL; when unset, `dm-jobd run` starts a private local broker"
     )
     state_dir: Path = Field(default=Path(".state"), description="Project-local folder for all state")
-    store: Path | None = Field(default=None, description="SQLite file; default <state_dir>/jobd.sqlite3")
+    store: SecretStr | None = Field(
+        default=None,
+        description="The store: a SQLite file (default <state_dir>/jobd.sqlite3), or a PostgreSQL URL "
+        "(postgresql://user:password@host/db) that replicas share",
+    )
     enable_shell: bool = Field(default=False, description="Allow the shell runner (runs arbitrary scripts)")
     plugin_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Folders of dm-job style handler folders (os.pathsep-separated)"
@@ -112,11 +120,20 @@ class Settings(BaseSettings):
             raise ValueError(problem)
         return value
 
-    @field_validator("state_dir", "store")
+    @field_validator("state_dir")
     @classmethod
-    def _absolute(cls, value: Path | None) -> Path | None:
+    def _absolute(cls, value: Path) -> Path:
         """Absolute, so paths handed to jobs (``DM_JOB_RESULT``) hold from the job's own folder."""
-        return value.absolute() if value is not None else None
+        return value.absolute()
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store(cls, value: object) -> object:
+        """A path made absolute (as the state folder); a PostgreSQL URL as it is."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, Path) or (isinstance(raw, str) and raw and not _is_postgres(raw)):
+            return str(Path(raw).absolute())
+        return value
 
     @field_validator("plugin_dirs", mode="before")
     @classmethod
@@ -129,8 +146,16 @@ class Settings(BaseSettings):
         return _split(value, ",")
 
     @property
+    def store_url(self) -> str | None:
+        """The PostgreSQL URL, when the store is one (None: SQLite)."""
+        raw = self.store.get_secret_value() if self.store is not None else ""
+        return raw if _is_postgres(raw) else None
+
+    @property
     def store_path(self) -> Path:
-        return self.store if self.store is not None else self.state_dir / "jobd.sqlite3"
+        """The SQLite file (when the store is not PostgreSQL)."""
+        raw = self.store.get_secret_value() if self.store is not None else ""
+        return Path(raw) if raw and not _is_postgres(raw) else self.state_dir / "jobd.sqlite3"
 
     def for_runners(self) -> DaemonSettings:
         """The part of these settings runners see (:class:`~daemon.contracts.RunnerContext`)."""

@@ -280,3 +280,24 @@ def make_daemon(settings: Settings, bus: MemoryBus, clock: ManualClock, gate: Ga
 async def core(make_daemon: Callable[..., Daemon]) -> AsyncIterator[Daemon]:
     async with make_daemon() as daemon:
         yield daemon
+
+
+# -- PostgreSQL: a private server for the session (tests/pg.py), a fresh database per test ----------------
+
+from pg import PrivatePostgres  # noqa: E402 (this section's own imports)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def postgres_server() -> AsyncIterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def postgres_url(postgres_server: PrivatePostgres) -> str:
+    """An empty database of its own on the session's PostgreSQL."""
+    return await postgres_server.new_database()

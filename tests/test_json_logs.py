@@ -39,12 +39,14 @@ async def test_every_line_is_one_object_and_every_line_about_a_job_names_it(
     uids: set[str] = set()
     try:
         async with await JobdClient.connect(vhost_url) as client:
-            for script in ("echo fine", "echo oops; exit 3", "sleep 300"):
-                uids.add((job := await client.submit(shell_job(script))).uid)
-            await job.stop()
-            for uid in uids:
-                await client.handle(uid).wait(timeout=20)
-            rerun = await client.rerun(sorted(uids)[0])
+            jobs = [
+                await client.submit(shell_job(s)) for s in ("echo fine", "echo oops; exit 3", "sleep 300")
+            ]
+            uids.update(job.uid for job in jobs)
+            await jobs[-1].stop()
+            for job in jobs:
+                await job.wait(timeout=20)
+            rerun = await client.rerun(jobs[0].uid)
             uids.add(str(rerun.uid))
             await client.handle(str(rerun.uid)).wait(timeout=20)
             assert not (await client.status("no-such-job")).ok

@@ -1,0 +1,219 @@
+"""The PostgreSQL store: the same SQL and the same guarantees as SQLite's, for replicas sharing one store.
+
+psycopg 3 on the store's own thread, like SQLite: a command's effect, its idempotency key, its events
+and write-backs commit in one transaction, and the group commit batches concurrent writes. Rows a
+change reads are locked (``SELECT ... FOR UPDATE``) so two replicas changing one job queue up instead
+of losing an update. The schema version is kept in ``dm_jobd_schema``; a migration runs under an
+advisory lock, so replicas starting together migrate once. A dropped connection fails the work in
+flight (commands are redelivered) and is opened again for the next.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from daemon.store.records import StoreTooNew
+from daemon.store.sql import ADDED_COLUMNS, INDEXES, SCHEMA_VERSION, Conn, Cursor, Dialect, SqlStore
+
+# SQL here is built only from this module's own constants, never from input.
+
+__all__ = ["PostgresStore", "is_postgres_url", "safe_url"]
+
+#: The tables as SQLite's, in PostgreSQL's types: times stay ISO 8601 text (UTC), as in SQLite, so
+#: both engines compare and page them the same way.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    uid TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    runner_type TEXT NOT NULL,
+    label TEXT,
+    triggered_by TEXT,
+    address TEXT,
+    entity TEXT NOT NULL,
+    token TEXT,
+    handle TEXT,
+    message TEXT,
+    logs TEXT NOT NULL DEFAULT '[]',
+    percentage DOUBLE PRECISION,
+    started TEXT,
+    ended TEXT,
+    time_limit DOUBLE PRECISION,
+    created TEXT NOT NULL,
+    schedule TEXT,
+    writeback TEXT,
+    rerun_of TEXT,
+    traceparent TEXT,
+    tracestate TEXT
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    uid TEXT NOT NULL,
+    answer BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedules (
+    uid TEXT PRIMARY KEY,
+    cron TEXT NOT NULL,
+    time_zone TEXT NOT NULL,
+    job TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    created TEXT NOT NULL,
+    label TEXT,
+    start_date TEXT,
+    end_date TEXT,
+    state TEXT NOT NULL,
+    next_fire TEXT,
+    last_fire TEXT,
+    runs TEXT NOT NULL DEFAULT '[]',
+    token TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id BIGSERIAL PRIMARY KEY,
+    routing_key TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    headers TEXT
+);
+CREATE TABLE IF NOT EXISTS writeback (
+    uid TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    address TEXT NOT NULL,
+    body TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before DOUBLE PRECISION NOT NULL DEFAULT 0,
+    seq BIGSERIAL,
+    PRIMARY KEY (uid, kind)
+)
+"""
+
+#: Any constant: the key of the advisory lock migrations take (``dm-jobd`` in ASCII).
+_MIGRATION_LOCK = 0x646D2D6A6F6264
+
+
+def is_postgres_url(value: str) -> bool:
+    return value.startswith(("postgresql://", "postgres://"))
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password: what logs and messages may show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+@functools.lru_cache(maxsize=512)
+def _placeholders(sql: str) -> str:
+    """The store's ``?`` marks as psycopg's ``%s`` (and a literal ``%`` kept literal)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _Row:
+    """A result row by column name or by position, as ``sqlite3.Row`` is."""
+
+    __slots__ = ("_index", "_values")
+
+    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
+        self._values = values
+        self._index = index
+
+    def __getitem__(self, key: int | str) -> Any:
+        return self._values[key if isinstance(key, int) else self._index[key]]
+
+
+def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
+    index = {column.name: i for i, column in enumerate(cursor.description or ())}
+    return lambda values: _Row(values, index)
+
+
+class _Connection:
+    """psycopg's connection speaking the store's SQL (``?`` marks, rows by name or position).
+
+    Opened again, lazily, after PostgreSQL dropped it: the batch that saw it drop has failed, the
+    next begins on a new connection.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn = self._open()
+
+    def _open(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self._url, autocommit=True, row_factory=_row_factory)
+
+    def _live(self) -> psycopg.Connection[Any]:
+        if self._conn.closed or self._conn.broken:
+            self._conn = self._open()
+        return self._conn
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
+        return self._live().execute(_placeholders(sql), parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> Cursor:
+        cursor = self._live().cursor()
+        cursor.executemany(_placeholders(sql), parameters)
+        return cursor
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class PostgresStore(SqlStore):
+    """A :class:`~daemon.store.records.JobStore` in a PostgreSQL database that replicas share."""
+
+    dialect = Dialect(begin="BEGIN", for_update=" FOR UPDATE", queued_order="w.seq")
+
+    def __init__(self, url: str) -> None:
+        super().__init__(describe=safe_url(url))
+        self._url = url
+
+    def _connect(self) -> Conn:
+        conn = _Connection(self._url)
+        try:
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: _Connection) -> None:
+        """Bring the database to :data:`SCHEMA_VERSION` under an advisory lock; refuse a newer one."""
+        conn.execute("BEGIN")
+        try:
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS dm_jobd_schema (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT MAX(version) FROM dm_jobd_schema").fetchone()
+            version = int(row[0]) if row[0] is not None else 0
+            if version > SCHEMA_VERSION:
+                raise StoreTooNew(
+                    f"{self.describe} has schema version {version}, written by a newer dm-jobd; this one "
+                    f"knows up to {SCHEMA_VERSION}: run the newer version, or restore a backup made before "
+                    "the upgrade"
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                for table, name, kind in ADDED_COLUMNS:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}")
+                for index in INDEXES:
+                    conn.execute(index)
+                conn.execute("DELETE FROM dm_jobd_schema")
+                conn.execute("INSERT INTO dm_jobd_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _disconnect(self, conn: Conn) -> None:
+        if isinstance(conn, _Connection):
+            conn.close()
+
+    def _schema_version(self, conn: Conn) -> int:
+        return int(conn.execute("SELECT MAX(version) FROM dm_jobd_schema").fetchone()[0])

@@ -1,0 +1,235 @@
+"""The store's contract, held by both engines: SQLite (the embedded default) and PostgreSQL (shared by
+replicas), each the real thing (a file; the session's private PostgreSQL server)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from helpers import NOOP
+from pg import PrivatePostgres
+
+from daemon.contracts import JobStatus, Outgoing
+from daemon.store.postgres import PostgresStore, safe_url
+from daemon.store.records import (
+    Change,
+    JobQuery,
+    JobRecord,
+    PendingWriteback,
+    ScheduleChange,
+    ScheduleRecord,
+    StoreTooNew,
+)
+from daemon.store.sql import SCHEMA_VERSION, SqlStore
+from daemon.store.sqlite import SqliteStore
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def where(request: pytest.FixtureRequest, tmp_path: Path, postgres_server: PrivatePostgres) -> str:
+    """Where a store lives: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "jobd.sqlite3")
+    return await postgres_server.new_database()
+
+
+def make_store(where: str) -> SqlStore:
+    return PostgresStore(where) if where.startswith("postgresql://") else SqliteStore(Path(where))
+
+
+@pytest.fixture
+async def store(where: str) -> AsyncIterator[SqlStore]:
+    s = make_store(where)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def record(status: JobStatus = JobStatus.STARTING, *, created: datetime = NOW, **kw: object) -> JobRecord:
+    base = JobRecord(
+        uid=str(uuid.uuid4()), status=status, runner_type=NOOP, entity={"type": "x"}, created=created
+    )
+    return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
+
+
+def event(uid: str, n: int) -> Outgoing:
+    return Outgoing(f"progress.{uid}", f"{uid}-{n}", b'{"n": %d}' % n, (("traceparent", "00-x"),))
+
+
+async def test_insert_is_idempotent_by_key_and_launches_once(store: SqlStore) -> None:
+    launched: list[str] = []
+    store.on_insert = lambda r, s: launched.append(r.uid)
+    first = record(label="a job", logs=["one"], percentage=12.5, time_limit=3.5)
+    assert (
+        await store.insert(first, key="start:1", answer=b'{"ok": true}', events=[event(first.uid, 1)]) is None
+    )
+    again = record()
+    assert await store.insert(again, key="start:1", answer=b"{}", events=()) == b'{"ok": true}'
+    assert launched == [first.uid]
+    assert await store.get(again.uid) is None
+    got = await store.get(first.uid)
+    assert got == first, "every field read back as written"
+    assert await store.answer_for("start:1") == b'{"ok": true}'
+    [row] = await store.outbox(10)
+    assert row.message == event(first.uid, 1), "the event with its headers"
+    await store.outbox_done([row.id])
+    assert await store.outbox(10) == []
+
+
+async def test_modify_commits_the_change_and_its_events_together(store: SqlStore) -> None:
+    job = record()
+    await store.insert(job, key=None, answer=b"{}", events=())
+
+    def run(current: JobRecord) -> Change:
+        new = dataclasses.replace(current, status=JobStatus.RUNNING, started=NOW, logs=["x"])
+        return Change(new, [event(current.uid, 2)])
+
+    updated = await store.modify(job.uid, run)
+    assert updated is not None and updated.status is JobStatus.RUNNING
+    assert (await store.get(job.uid)) == updated
+    assert [r.message.message_id for r in await store.outbox(10)] == [f"{job.uid}-2"]
+    assert await store.modify("no-such-job", run) is None
+    assert [r.uid for r in await store.active()] == [job.uid]
+
+
+async def test_concurrent_changes_to_one_job_from_two_stores_lose_nothing(where: str) -> None:
+    """Two replicas (two stores, two connections) appending to one job's log lines at once."""
+    a, b = make_store(where), make_store(where)
+    await asyncio.gather(a.open(), b.open())  # a fresh store migrated by both at once: once
+    try:
+        job = record()
+        await a.insert(job, key=None, answer=b"{}", events=())
+
+        async def append(store: SqlStore, name: str) -> None:
+            for i in range(25):
+
+                def add(current: JobRecord, line: str = f"{name}{i}") -> Change:
+                    return Change(dataclasses.replace(current, logs=[*current.logs, line]))
+
+                await store.modify(job.uid, add)
+
+        await asyncio.gather(append(a, "a"), append(b, "b"))
+        final = await a.get(job.uid)
+        assert final is not None
+        assert len(final.logs) == 50, final.logs
+    finally:
+        await asyncio.gather(a.close(), b.close())
+
+
+async def test_listing_pages_filters_and_counts(store: SqlStore) -> None:
+    jobs = [record(created=NOW + timedelta(seconds=i), label=f"l{i % 2}") for i in range(5)]
+    for job in jobs:
+        await store.insert(job, key=None, answer=b"{}", events=())
+    newest = await store.list_jobs(JobQuery(), 2)
+    assert [j.uid for j in newest] == [jobs[4].uid, jobs[3].uid]
+    after = (newest[-1].created, newest[-1].uid)
+    assert [j.uid for j in await store.list_jobs(JobQuery(after=after), 10)] == [j.uid for j in jobs[2::-1]]
+    assert {j.uid for j in await store.list_jobs(JobQuery(label="l1"), 10)} == {jobs[1].uid, jobs[3].uid}
+    since = JobQuery(created_since=NOW + timedelta(seconds=3))
+    assert {j.uid for j in await store.list_jobs(since, 10)} == {jobs[3].uid, jobs[4].uid}
+    counts = await store.counts()
+    assert counts.jobs == {(NOOP, "starting"): 5} and counts.outbox == 0 and counts.writeback == 0
+
+
+async def test_write_backs_are_replaced_retried_and_done_by_version(store: SqlStore) -> None:
+    job = record(token="secret")
+    pending = PendingWriteback(job.uid, "entity", "dmss://DS/$1", {"status": "running"})
+    await store.insert(job, key=None, answer=b"{}", events=(), writebacks=[pending])
+    newer = dataclasses.replace(pending, body={"status": "completed"})
+    await store.modify(job.uid, lambda c: Change(c, writebacks=[newer]))
+    [row] = await store.writebacks(now=1.0, limit=10)
+    assert row.body == {"status": "completed"} and row.version == 2 and row.token == "secret"
+    await store.writeback_retry(row, not_before=100.0)
+    assert await store.writebacks(now=1.0, limit=10) == []
+    assert await store.next_writeback() == 100.0
+    [again] = await store.writebacks(now=100.0, limit=10)
+    assert again.attempts == 1
+    await store.writeback_done(again)
+    assert await store.next_writeback() is None
+
+
+async def test_retention_deletes_only_what_ended_before_the_cutoff(store: SqlStore) -> None:
+    old = record(JobStatus.COMPLETED, ended=NOW)
+    recent = record(JobStatus.FAILED, ended=NOW + timedelta(days=40))
+    active = record(JobStatus.RUNNING)
+    for job in (old, recent, active):
+        await store.insert(job, key=f"k-{job.uid}", answer=b"{}", events=())
+    due = await store.ended_before(NOW + timedelta(days=30), 10)
+    assert [j.uid for j in due] == [old.uid]
+    assert await store.forget([old.uid, active.uid]) == 1, "an active job is kept whatever is asked"
+    assert await store.get(old.uid) is None and await store.answer_for(f"k-{old.uid}") is None
+    assert await store.get(active.uid) is not None
+
+
+async def test_the_schema_version_is_recorded_and_a_newer_store_is_refused(where: str) -> None:
+    store = make_store(where)
+    await store.open()
+    assert await store.schema_version() == SCHEMA_VERSION
+    await store.close()
+    if where.startswith("postgresql://"):
+        with psycopg.connect(where, autocommit=True) as conn:
+            conn.execute("UPDATE dm_jobd_schema SET version = version + 1")
+    else:
+        import sqlite3
+
+        with sqlite3.connect(where) as conn:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreTooNew, match="newer dm-jobd"):
+        await make_store(where).open()
+
+
+async def test_a_dropped_postgresql_connection_is_opened_again(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        job = record()
+        await store.insert(job, key=None, answer=b"{}", events=())
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(psycopg.OperationalError):
+            await store.get(job.uid)  # the work in flight when it dropped fails...
+        assert await store.get(job.uid) is not None  # ...and the next opens a new connection
+    finally:
+        await store.close()
+
+
+def test_a_postgresql_url_is_shown_without_its_password() -> None:
+    assert safe_url("postgresql://jobd:s3cret@db:5432/jobs") == "postgresql://jobd:***@db:5432/jobs"
+    assert safe_url("postgresql://db/jobs") == "postgresql://db/jobs"
+
+
+async def test_schedules_are_kept_changed_and_their_runs_recorded(store: SqlStore) -> None:
+    parent = record(JobStatus.REGISTERED)
+    schedule = ScheduleRecord(
+        uid=parent.uid, cron="* * * * *", time_zone="UTC", job={"type": "x"}, policy={}, created=NOW,
+        next_fire=NOW + timedelta(minutes=1),
+    )  # fmt: skip
+    await store.insert(parent, key=None, answer=b"{}", events=(), schedule=schedule)
+    assert await store.get_schedule(parent.uid) == schedule
+    fired = NOW + timedelta(minutes=1)
+
+    def advance(current: ScheduleRecord) -> ScheduleChange:
+        moved = dataclasses.replace(current, last_fire=fired, next_fire=fired + timedelta(minutes=1))
+        return ScheduleChange(moved, [event(parent.uid, 9)])
+
+    changed = await store.modify_schedules({parent.uid: advance, "no-such": advance})
+    assert set(changed) == {parent.uid} and changed[parent.uid].last_fire == fired
+    run = record(schedule=parent.uid)
+    await store.insert(run, key=None, answer=b"{}", events=(), scheduled_for=fired)
+    [kept] = (await store.get_schedules([parent.uid, "no-such"])).values()
+    assert [r["uid"] for r in kept.runs] == [run.uid]
+    assert await store.schedules() == [(parent.uid, "active", fired + timedelta(minutes=1))]
+    assert [s.uid for s in await store.list_schedules()] == [parent.uid]
+    assert (await store.counts()).schedules == {"active": 1}
