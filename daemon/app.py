@@ -30,6 +30,7 @@ from daemon.jobs.retention import Retention
 from daemon.jobs.service import Jobs
 from daemon.jobs.supervisor import Supervisor
 from daemon.metrics import Metrics, MetricsServer
+from daemon.presence import Presence
 from daemon.scheduling.commands import ScheduleCommands
 from daemon.scheduling.held import HeldBursts
 from daemon.scheduling.scheduler import Scheduler
@@ -102,6 +103,16 @@ class Daemon:
             poll_max=s.poll_max_seconds,
             clock=self.clock,
         )
+        # Heartbeats are wall-clock liveness, whatever clock the jobs and schedules run on.
+        self.presence = Presence(
+            self.store,
+            SystemClock(),
+            self.log,
+            state_dir=s.state_dir,
+            every=s.replica_heartbeat_seconds,
+            broker_up=lambda: self.bus.connected,
+            consuming=lambda: self._started and not self._stopping.is_set(),
+        )
         starts = Starts(self.store, self._publish_command, self.clock)
         held = None
         if s.schedule_lead_seconds > 0:
@@ -136,6 +147,8 @@ class Daemon:
             max_body_bytes=s.max_body_bytes,
             delivery_limit=s.delivery_limit,
             metrics=self.metrics,
+            replica_id=self.presence.id,
+            heartbeat_seconds=s.replica_heartbeat_seconds,
         )
         self.jobs.on_status = self.metrics.status_changed
         self.writeback: WritebackRelay | None = None
@@ -201,6 +214,9 @@ class Daemon:
         )
         self._on_close("consumer", consumer.stop)
         self._started = True
+        self._on_close("replica table", self.presence.leave)
+        await self.presence.beat()  # on the table, and healthy to `dm-jobd health`, before "ready"
+        self._task("heartbeat", self.presence.run())
         self.log.info(
             "dm-jobd ready",
             store=self.store.describe,

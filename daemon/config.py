@@ -93,6 +93,9 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the store is counted for the jobs, schedules and backlog gauges",
     )
+    replica_heartbeat_seconds: float = Field(
+        default=5.0, gt=0, description="How often this replica records that it is alive (replicas, health)"
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
 

@@ -191,6 +191,11 @@ _COMMAND_SUMMARIES: dict[str, str] = {
     "schedule.pause": "Pause a schedule: it stops firing until resumed.",
     "schedule.resume": "Resume a paused schedule from now (what fell due while paused is skipped).",
     "schedule.trigger": "Fire a schedule now, through its overlap policy.",
+    "job.list": "List jobs, newest first, filtered by status, runner type, label, schedule, time; paged.",
+    "job.logs": "A job's kept log lines from an offset.",
+    "job.rerun": "Start a new job from an ended job's entity, linked to it (rerunOf).",
+    "runner.list": "The runner types the answering daemon loaded, and why any is off.",
+    "replica.list": "The daemons using the store, from their heartbeats.",
 }
 
 _COMMAND_DESCRIPTION = (

@@ -381,6 +381,7 @@ def test_asyncapi_document_shape() -> None:
         "schedule.resume",
         "schedule.trigger",
         "runner.list",
+        "replica.list",
     ]
     assert doc["channels"]["events"]["address"] == "job.{status}.{uid}"
     assert "not-started" in doc["channels"]["events"]["parameters"]["status"]["enum"]

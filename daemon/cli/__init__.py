@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from daemon.cli.commands import UsageError, client_command, local_runners
+from daemon.cli.commands import UsageError, client_command, local_health, local_runners
 from daemon.cli.parser import parser
 from daemon.cli.serve import run_daemon
 from daemon.client import BadBrokerUrl, BrokerRefused, BrokerUnreachable, NoBroker
@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_daemon(settings)
         if args.command == "runners" and args.local:
             return local_runners(settings, args.json)
+        if args.command == "health" and (local := local_health(args.json)) is not None:
+            return local
         return asyncio.run(client_command(args))
     except _SETUP_ERRORS as exc:
         print(f"dm-jobd: {exc}", file=sys.stderr)

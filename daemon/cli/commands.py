@@ -25,7 +25,7 @@ from daemon.client import EventStream, JobdClient
 from daemon.config import Settings
 from daemon.contracts import COMMAND_QUEUE, Answer, JobStatus, JobView
 
-__all__ = ["UsageError", "client_command", "local_runners"]
+__all__ = ["UsageError", "client_command", "local_health", "local_runners"]
 
 
 class UsageError(Exception):
@@ -233,13 +233,58 @@ async def _events(client: JobdClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def local_health(as_json: bool) -> int | None:
+    """``health`` of the replica whose state folder is here (its health file); None when there is none."""
+    from datetime import UTC, datetime
+
+    from daemon.client.url import state_dirs
+    from daemon.presence import read_health
+
+    for folder in state_dirs(os.environ, Path.cwd()):
+        health = read_health(folder)
+        if health is None:
+            continue
+        now = datetime.now(UTC)
+        fresh = health.fresh(now)
+        ok = fresh and health.ok
+        if as_json:
+            body = {"ok": ok, "replica": health.replica, "fresh": fresh, "broker": health.broker}
+            emit_json({**body, "store": health.store, "consuming": health.consuming, "at": health.at})
+        else:
+            age = (now - health.at).total_seconds()
+            parts = [
+                f"broker {'connected' if health.broker else 'NOT connected'}",
+                "store written" if health.store else f"store FAILING ({health.store_error})",
+                "consuming" if health.consuming else "NOT consuming",
+                f"last heartbeat {age:.0f} s ago" + ("" if fresh else " (STALE: the daemon is not running)"),
+            ]
+            print(f"replica {health.replica}: {'ok' if ok else 'NOT ok'}: {', '.join(parts)}")
+        return 0 if ok else 1
+    return None
+
+
 async def _health(client: JobdClient, args: argparse.Namespace) -> int:
+    """No replica on this host: whether any daemon consumes the command queue."""
     consumers = await client.consumers()
     if args.json:
         emit_json({"ok": consumers > 0, "consumers": consumers, "queue": COMMAND_QUEUE})
     else:
-        print(f"{consumers} daemon(s) consuming {COMMAND_QUEUE}")
+        print(f"no replica on this host; {consumers} daemon(s) consuming {COMMAND_QUEUE}")
     return 0 if consumers else 1
+
+
+async def _replicas(client: JobdClient, args: argparse.Namespace) -> int:
+    answer = await client.replicas()
+    if args.json or not answer.ok:
+        return print_answer(answer, args.json)
+    for view in answer.replicas or []:
+        state = "alive" if view.alive else "NOT SEEN LATELY"
+        mark = "  (answered)" if view.answering else ""
+        print(
+            f"{view.id}  {state}  {view.host} pid {view.pid}  dm-jobd {view.version}  "
+            f"since {view.started:%Y-%m-%d %H:%M:%S}  last seen {view.last_seen:%H:%M:%S}{mark}"
+        )
+    return 0
 
 
 async def client_command(args: argparse.Namespace) -> int:
@@ -266,6 +311,8 @@ async def client_command(args: argparse.Namespace) -> int:
             return await _schedules(client, args)
         if command == "health":
             return await _health(client, args)
+        if command == "replicas":
+            return await _replicas(client, args)
         if command == "events":
             return await _events(client, args)
     raise UsageError(f"unknown command {command!r}")

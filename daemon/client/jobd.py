@@ -165,6 +165,10 @@ class JobdClient:
         answer = await self.call("job.rerun", {"uid": uid}, message_id=message_id or str(uuid.uuid4()))
         return Answer.model_validate(answer)
 
+    async def replicas(self) -> Answer:
+        """The daemons using the store, from their heartbeats (``answer.replicas``)."""
+        return Answer.model_validate(await self.call("replica.list", {}))
+
     async def runners(self) -> Answer:
         """The runner types the daemon that answers has loaded (``answer.runners``)."""
         return Answer.model_validate(await self.call("runner.list", {}))

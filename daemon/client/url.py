@@ -13,7 +13,7 @@ from pathlib import Path
 
 from daemon.contracts import broker_url_problem
 
-__all__ = ["BadBrokerUrl", "NoBroker", "broker_url", "check_broker_url", "local_broker_url"]
+__all__ = ["BadBrokerUrl", "NoBroker", "broker_url", "check_broker_url", "local_broker_url", "state_dirs"]
 
 
 class NoBroker(Exception):
@@ -32,12 +32,16 @@ def check_broker_url(url: str) -> str:
     return url
 
 
-def local_broker_url(environ: Mapping[str, str], cwd: Path) -> str | None:
-    """The running local broker's URL, or None."""
+def state_dirs(environ: Mapping[str, str], cwd: Path) -> list[Path]:
+    """Where a local daemon's state folder may be: ``DM_JOBD_STATE_DIR``, else ``.state`` here or above."""
     state = environ.get("DM_JOBD_STATE_DIR")
     candidates = [Path(state) if Path(state).is_absolute() else cwd / state] if state else []
-    candidates += [folder / ".state" for folder in (cwd, *cwd.parents)]
-    for folder in candidates:
+    return candidates + [folder / ".state" for folder in (cwd, *cwd.parents)]
+
+
+def local_broker_url(environ: Mapping[str, str], cwd: Path) -> str | None:
+    """The running local broker's URL, or None."""
+    for folder in state_dirs(environ, cwd):
         url_file = folder / "broker" / "url"
         if url_file.is_file():
             text = url_file.read_text().strip()

@@ -37,6 +37,8 @@ __all__ = [
     "ListCommand",
     "LogsCommand",
     "ProgressCommand",
+    "ReplicaListCommand",
+    "ReplicaView",
     "ResultAnswer",
     "RunnerListCommand",
     "RunnerSpec",
@@ -66,6 +68,7 @@ CommandName = Literal[
     "schedule.resume",
     "schedule.trigger",
     "runner.list",
+    "replica.list",
 ]
 
 
@@ -170,6 +173,10 @@ class RunnerListCommand(Command):
     """``runner.list``: the runner types this daemon loaded, and why any is off (no body fields)."""
 
 
+class ReplicaListCommand(Command):
+    """``replica.list``: the daemons using the store, from their heartbeats (no body fields)."""
+
+
 COMMAND_MODELS: dict[str, type[Command]] = {
     "job.start": StartCommand,
     "job.stop": UidCommand,
@@ -185,6 +192,7 @@ COMMAND_MODELS: dict[str, type[Command]] = {
     "schedule.resume": UidCommand,
     "schedule.trigger": UidCommand,
     "runner.list": RunnerListCommand,
+    "replica.list": ReplicaListCommand,
 }
 
 
@@ -223,6 +231,19 @@ class RunnerView(_Wire):
     origin: str
     ready: bool
     reason: str | None = None
+
+
+class ReplicaView(_Wire):
+    """One daemon using the store, as its heartbeats tell."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    started: datetime
+    last_seen: datetime
+    alive: bool = Field(description="Seen within three heartbeats")
+    answering: bool = Field(default=False, description="The replica that answered this replica.list")
 
 
 class ScheduleRun(_Wire):
@@ -269,6 +290,7 @@ class Answer(_Wire):
     next_offset: int | None = Field(default=None, description="job.logs: the offset to ask from next")
     runners: list[RunnerView] | None = Field(default=None, description="runner.list")
     skipped: list[str] | None = Field(default=None, description="runner.list: handler folders not loaded")
+    replicas: list[ReplicaView] | None = Field(default=None, description="replica.list")
     warnings: list[str] | None = Field(
         default=None,
         description="job.start: what looks wrong but was accepted (a field one edit away from a known one)",

@@ -28,7 +28,7 @@ COMMANDS_EXCHANGE = "dm-job.commands"
 #: The quorum queue every daemon consumes commands from.
 COMMAND_QUEUE = "dm-job.commands"
 #: The command queue's bindings on :data:`COMMANDS_EXCHANGE`.
-COMMAND_BINDINGS = ("job.*", "schedule.*", "runner.*")
+COMMAND_BINDINGS = ("job.*", "schedule.*", "runner.*", "replica.*")
 #: Where refused and exhausted commands go (a topic exchange), and the quorum queue that keeps them.
 DEAD_LETTER_EXCHANGE = "dm-job.dead-letter"
 DEAD_LETTER_QUEUE = "dm-job.dead-letter"

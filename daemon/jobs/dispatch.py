@@ -29,6 +29,7 @@ from daemon.contracts import (
     LogsCommand,
     NoResult,
     ProgressCommand,
+    ReplicaListCommand,
     RunnerListCommand,
     ScheduleListCommand,
     ScheduleState,
@@ -41,7 +42,7 @@ from daemon.contracts import (
 )
 from daemon.jobs.control import JobService
 from daemon.jobs.intake import Intake
-from daemon.jobs.queries import job_logs, list_jobs, runner_list
+from daemon.jobs.queries import job_logs, list_jobs, replica_list, runner_list
 from daemon.jobs.service import Jobs
 from daemon.jobs.views import job_answer, job_view
 from daemon.scheduling.commands import ScheduleCommands
@@ -137,8 +138,12 @@ class Dispatcher:
         max_body_bytes: int,
         delivery_limit: int,
         metrics: Meter | None = None,
+        replica_id: str | None = None,
+        heartbeat_seconds: float = 5.0,
     ) -> None:
         self.metrics = metrics
+        self.replica_id = replica_id
+        self.heartbeat_seconds = heartbeat_seconds
         self.jobs = jobs
         self.intake = intake
         self.control = control
@@ -240,6 +245,7 @@ class Dispatcher:
             "schedule.resume": self._resume_schedule,
             "schedule.trigger": self._trigger_schedule,
             "runner.list": self._runners,
+            "replica.list": self._replicas,
         }
 
     async def _start(self, command: StartCommand, delivery: Delivery) -> bytes:
@@ -308,6 +314,13 @@ class Dispatcher:
 
     async def _runners(self, command: RunnerListCommand, delivery: Delivery) -> bytes:
         return self._dump(runner_list(self.jobs.registry))
+
+    async def _replicas(self, command: ReplicaListCommand, delivery: Delivery) -> bytes:
+        now = self.jobs.clock.now()
+        answer = await replica_list(
+            self.jobs.store, now=now, every=self.heartbeat_seconds, me=self.replica_id
+        )
+        return self._dump(answer)
 
     async def _progress(self, command: ProgressCommand, delivery: Delivery) -> bytes:
         record = await self.jobs.progress(command)

@@ -11,12 +11,20 @@ import binascii
 import json
 from datetime import datetime
 
-from daemon.contracts import Answer, BadCommand, ListCommand, LogsCommand, RunnerView, UnknownJob
+from daemon.contracts import (
+    Answer,
+    BadCommand,
+    ListCommand,
+    LogsCommand,
+    ReplicaView,
+    RunnerView,
+    UnknownJob,
+)
 from daemon.jobs.registry import Registry
 from daemon.jobs.views import job_view
 from daemon.store.records import JobQuery, JobRecord, JobStore
 
-__all__ = ["job_logs", "list_jobs", "runner_list"]
+__all__ = ["job_logs", "list_jobs", "replica_list", "runner_list"]
 
 
 def _cursor(record: JobRecord) -> str:
@@ -66,6 +74,27 @@ async def job_logs(store: JobStore, command: LogsCommand) -> Answer:
         message=f"{len(lines)} line(s) from {command.offset}",
         logs=lines,
         next_offset=len(record.logs),
+    )
+
+
+async def replica_list(store: JobStore, *, now: datetime, every: float, me: str | None) -> Answer:
+    """The replicas using the store; ``alive`` when seen within three heartbeats of ``now``."""
+    views = [
+        ReplicaView(
+            id=r.id,
+            host=r.host,
+            pid=r.pid,
+            version=r.version,
+            started=r.started,
+            last_seen=r.last_seen,
+            alive=(now - r.last_seen).total_seconds() <= 3 * every,
+            answering=r.id == me,
+        )
+        for r in await store.replicas()
+    ]
+    alive = sum(v.alive for v in views)
+    return Answer(
+        ok=True, message=f"{alive} replica(s) alive, {len(views) - alive} not seen lately", replicas=views
     )
 
 

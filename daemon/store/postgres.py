@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from daemon.store.records import StoreTooNew
-from daemon.store.sql import ADDED_COLUMNS, INDEXES, SCHEMA_VERSION, Conn, Cursor, Dialect, SqlStore
+from daemon.store.sql import ADDED_COLUMNS, SCHEMA_VERSION, Conn, Cursor, Dialect, SqlStore, finish_migration
 
 # SQL here is built only from this module's own constants, never from input.
 
@@ -202,8 +202,7 @@ class PostgresStore(SqlStore):
                         conn.execute(statement)
                 for table, name, kind in ADDED_COLUMNS:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}")
-                for index in INDEXES:
-                    conn.execute(index)
+                finish_migration(conn)
                 conn.execute("DELETE FROM dm_jobd_schema")
                 conn.execute("INSERT INTO dm_jobd_schema (version) VALUES (?)", (SCHEMA_VERSION,))
             conn.execute("COMMIT")

@@ -69,6 +69,18 @@ class StoreCounts:
     writeback: int
 
 
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """A daemon using the store, as its heartbeats say: who, where, since when, last seen when."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    started: datetime
+    last_seen: datetime
+
+
 @dataclass
 class ScheduleRecord:
     """A recurring job's schedule: its definition and its durable state."""
@@ -244,6 +256,22 @@ class JobStore(Protocol):
 
     async def counts(self) -> StoreCounts:
         """Jobs by runner type and status, schedules by state, and the relays' backlogs."""
+        ...
+
+    async def store_id(self) -> str:
+        """The store's own identity, made with it: daemons on one store see one id."""
+        ...
+
+    async def heartbeat(self, replica: ReplicaRecord) -> None:
+        """Record that ``replica`` is alive now (``last_seen``), adding it the first time."""
+        ...
+
+    async def replicas(self) -> list[ReplicaRecord]:
+        """Every replica that has a heartbeat on record, oldest first."""
+        ...
+
+    async def leave(self, replica_id: str) -> None:
+        """A replica stopped: its row goes."""
         ...
 
     async def outbox(self, limit: int) -> list[OutboxRow]: ...

@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import functools
 import json
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from daemon.store.records import (
     JobRecord,
     OutboxRow,
     PendingWriteback,
+    ReplicaRecord,
     ScheduleChange,
     ScheduleRecord,
     StoreCounts,
@@ -36,7 +38,7 @@ from daemon.store.records import (
 # SQL here is built only from this module's own constants, never from input.
 # ruff: noqa: S608
 
-__all__ = ["SCHEMA_VERSION", "Conn", "Dialect", "SqlStore"]
+__all__ = ["SCHEMA_VERSION", "Conn", "Dialect", "SqlStore", "finish_migration"]
 
 T = TypeVar("T")
 
@@ -84,8 +86,30 @@ _COLUMN_COUNT = len(_COLUMNS.split(","))
 #: The schema this code writes, recorded in the store (its schema version). 1: the first
 #: versioned schema (a store from before versions has 0 and is brought up to date the same way);
 #: 2: ``jobs.rerun_of`` and the index ``job.list`` pages through; 3: the indexes retention prunes by;
-#: 4: each job's trace context, and the AMQP headers of queued events. Both engines share the numbers.
-SCHEMA_VERSION = 4
+#: 4: each job's trace context, and the AMQP headers of queued events; 5: the replicas table and the
+#: store's identity (``meta.store_id``). Both engines share the numbers.
+SCHEMA_VERSION = 5
+
+#: Tables added after the first schema, in SQL both engines take as it is.
+ADDED_TABLES = (
+    "CREATE TABLE IF NOT EXISTS replicas (id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,"
+    " version TEXT NOT NULL, started TEXT NOT NULL, last_seen TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+
+def finish_migration(conn: Conn) -> None:
+    """What every migration ends with, whatever the engine: the tables added since, the indexes, and
+    the store's identity (made once, when the store is made or first migrated to version 5)."""
+    for table in ADDED_TABLES:
+        conn.execute(table)
+    for index in INDEXES:
+        conn.execute(index)
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('store_id', ?) ON CONFLICT (key) DO NOTHING",
+        (str(uuid.uuid4()),),
+    )
+
 
 #: The indexes every version's schema has (``IF NOT EXISTS``: made by a migration when missing).
 INDEXES = (
@@ -127,6 +151,10 @@ def _dt(value: str | None) -> datetime | None:
 
 def _headers(text: str | None) -> tuple[tuple[str, str], ...]:
     return tuple((str(k), str(v)) for k, v in json.loads(text)) if text else ()
+
+
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value)
 
 
 def _row_to_record(row: Row) -> JobRecord:
@@ -539,6 +567,49 @@ class SqlStore:
             )
 
         return await self._read(op)
+
+    async def store_id(self) -> str:
+        def op(conn: Conn) -> str:
+            return str(conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0])
+
+        return await self._read(op)
+
+    async def heartbeat(self, replica: ReplicaRecord) -> None:
+        def op(conn: Conn) -> None:
+            conn.execute(
+                "INSERT INTO replicas (id, host, pid, version, started, last_seen) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen",
+                (
+                    replica.id,
+                    replica.host,
+                    replica.pid,
+                    replica.version,
+                    _ts(replica.started),
+                    _ts(replica.last_seen),
+                ),
+            )
+
+        await self._write(op)
+
+    async def replicas(self) -> list[ReplicaRecord]:
+        def op(conn: Conn) -> list[ReplicaRecord]:
+            rows = conn.execute(
+                "SELECT id, host, pid, version, started, last_seen FROM replicas ORDER BY started, id"
+            ).fetchall()
+            return [
+                ReplicaRecord(
+                    r["id"], r["host"], r["pid"], r["version"], _at(r["started"]), _at(r["last_seen"])
+                )
+                for r in rows
+            ]
+
+        return await self._read(op)
+
+    async def leave(self, replica_id: str) -> None:
+        def op(conn: Conn) -> None:
+            conn.execute("DELETE FROM replicas WHERE id = ?", (replica_id,))
+
+        await self._write(op)
 
     async def schema_version(self) -> int:
         return await self._read(self._schema_version)

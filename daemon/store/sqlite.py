@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 from daemon.store.records import StoreTooNew
-from daemon.store.sql import ADDED_COLUMNS, INDEXES, SCHEMA_VERSION, Conn, Dialect, SqlStore
+from daemon.store.sql import ADDED_COLUMNS, SCHEMA_VERSION, Conn, Dialect, SqlStore, finish_migration
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -97,8 +97,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 columns = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
                 if name not in columns:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-            for index in INDEXES:
-                conn.execute(index)
+            finish_migration(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:

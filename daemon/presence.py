@@ -1,0 +1,158 @@
+"""This replica's presence: a heartbeat in the store's replica table, and a health file for its host.
+
+The heartbeat is what ``dm-jobd replicas`` lists (any replica answers from the shared store). The
+health file (``<state folder>/health/<replica>.json``) is what ``dm-jobd health`` reads on the
+replica's own host or container: this replica's broker connection, its store (the last heartbeat's
+write succeeded) and its consumer, not "some daemon consumes the queue". With several replicas on
+one state folder, ``health`` reports the one that beat last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from daemon.clock import Clock
+from daemon.contracts import Log
+from daemon.store.records import JobStore, ReplicaRecord
+
+__all__ = ["HEALTH_DIR", "Health", "Presence", "read_health"]
+
+HEALTH_DIR = "health"
+
+
+def _version() -> str:
+    try:
+        return version("dm-jobd")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the health file says about one replica."""
+
+    replica: str
+    at: datetime
+    every: float
+    broker: bool
+    store: bool
+    consuming: bool
+    store_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.broker and self.store and self.consuming
+
+    def fresh(self, now: datetime) -> bool:
+        """Written within three heartbeats: the replica's process is alive and beating."""
+        return (now - self.at).total_seconds() <= 3 * self.every
+
+
+def read_health(state_dir: Path) -> Health | None:
+    """The health of the replica of ``state_dir`` that beat last, or None when there is none."""
+    found = [h for path in (state_dir / HEALTH_DIR).glob("*.json") if (h := _read(path)) is not None]
+    return max(found, key=lambda h: h.at) if found else None
+
+
+def _read(path: Path) -> Health | None:
+    try:
+        data = json.loads(path.read_text())
+        return Health(
+            replica=str(data["replica"]),
+            at=datetime.fromisoformat(data["at"]),
+            every=float(data["every"]),
+            broker=bool(data["broker"]),
+            store=bool(data["store"]),
+            consuming=bool(data["consuming"]),
+            store_error=data.get("storeError"),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class Presence:
+    """Beats every ``every`` seconds until cancelled; :meth:`leave` takes the replica off the table."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        clock: Clock,
+        log: Log,
+        *,
+        state_dir: Path,
+        every: float,
+        broker_up: Callable[[], bool],
+        consuming: Callable[[], bool],
+    ) -> None:
+        self.store, self.clock, self.log = store, clock, log
+        self.every = every
+        self._state_dir = state_dir
+        self._broker_up = broker_up
+        self._consuming = consuming
+        now = clock.now()
+        self.record = ReplicaRecord(
+            id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=_version(),
+            started=now,
+            last_seen=now,
+        )
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def _health_file(self) -> Path:
+        return self._state_dir / HEALTH_DIR / f"{self.id}.json"
+
+    async def beat(self) -> None:
+        """One heartbeat: the store's row, then the health file (which says whether the row was written)."""
+        now = self.clock.now()
+        error: str | None = None
+        try:
+            await self.store.heartbeat(ReplicaRecord(**{**self.record.__dict__, "last_seen": now}))
+        except Exception as exc:  # the store is away: this replica is not healthy, and says why
+            error = str(exc) or type(exc).__name__
+            self.log.warning("the heartbeat could not be written to the store", error=error)
+        self._write_health(now, store_error=error)
+
+    def _write_health(self, now: datetime, *, store_error: str | None) -> None:
+        body: dict[str, Any] = {
+            "replica": self.id,
+            "at": now.isoformat(),
+            "every": self.every,
+            "broker": self._broker_up(),
+            "store": store_error is None,
+            "consuming": self._consuming(),
+            "storeError": store_error,
+        }
+        path = self._health_file
+        temporary = path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):  # a read-only state folder costs the health file only
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps(body))
+            temporary.replace(path)
+
+    async def run(self) -> None:
+        """Beat every ``every`` seconds (the first beat is the caller's, before it says it is ready)."""
+        while True:
+            await self.clock.sleep(self.every)
+            await self.beat()
+
+    async def leave(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.store.leave(self.id)
+        with contextlib.suppress(OSError):
+            self._health_file.unlink()
