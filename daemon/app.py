@@ -30,7 +30,7 @@ from daemon.jobs.retention import Retention
 from daemon.jobs.service import Jobs
 from daemon.jobs.supervisor import Supervisor
 from daemon.metrics import Metrics, MetricsServer
-from daemon.presence import Presence
+from daemon.presence import Presence, store_mismatch
 from daemon.scheduling.commands import ScheduleCommands
 from daemon.scheduling.held import HeldBursts
 from daemon.scheduling.scheduler import Scheduler
@@ -112,6 +112,7 @@ class Daemon:
             every=s.replica_heartbeat_seconds,
             broker_up=lambda: self.bus.connected,
             consuming=lambda: self._started and not self._stopping.is_set(),
+            describe=self.store.describe,
         )
         starts = Starts(self.store, self._publish_command, self.clock)
         held = None
@@ -200,12 +201,15 @@ class Daemon:
         self._on_close("store", self.store.close)
         self._load_runners()
         await self._open_bus()
+        store_id = await self._refuse_another_store()  # before it resumes, schedules or consumes anything
         self._on_close("job watchers", self.supervisor.close)
         resumed = await self.supervisor.resume()
         self._task("runner cleanup", self.supervisor.reconcile(self.registry.runners()))
         self._task("retention", self.retention.run())
         self._serve_metrics()
         schedules = await self._start_scheduler()
+        responder = await self.bus.answer_identify(self.presence.identity(store_id))  # before consuming
+        self._on_close("identity", responder.close)
         self.consumer = consumer = await self.bus.consume(
             self.dispatcher,
             prefetch=self.settings.prefetch,
@@ -224,6 +228,19 @@ class Daemon:
             schedules=schedules,
             runners=[e.type for e in self.registry.entries() if e.runner is not None],
         )
+
+    async def _refuse_another_store(self) -> str:
+        """This store's id, once the replicas already consuming say they use the same store.
+
+        A daemon with a store of its own on a shared command queue would answer from that store: a
+        status would depend on which daemon took the command. It refuses to consume instead.
+        """
+        store_id = await self.store.store_id()
+        answers = await self.bus.identify(self.settings.identify_seconds)
+        refusal = store_mismatch(self.store.describe, store_id, answers)
+        if refusal is not None:
+            raise refusal
+        return store_id
 
     def _serve_metrics(self) -> None:
         port = self.settings.metrics_port

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     replica_heartbeat_seconds: float = Field(
         default=5.0, gt=0, description="How often this replica records that it is alive (replicas, health)"
     )
+    identify_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long a starting daemon waits for the running ones to say their store",
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "info"
 

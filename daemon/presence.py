@@ -25,7 +25,7 @@ from daemon.clock import Clock
 from daemon.contracts import Log
 from daemon.store.records import JobStore, ReplicaRecord
 
-__all__ = ["HEALTH_DIR", "Health", "Presence", "read_health"]
+__all__ = ["HEALTH_DIR", "Health", "Presence", "StoreMismatch", "read_health", "store_mismatch"]
 
 HEALTH_DIR = "health"
 
@@ -80,6 +80,29 @@ def _read(path: Path) -> Health | None:
         return None
 
 
+class StoreMismatch(Exception):
+    """The daemons already consuming the command queue use another store: this one must not consume."""
+
+
+def store_mismatch(mine: str, my_store_id: str, answers: list[bytes]) -> StoreMismatch | None:
+    """The refusal, when a replica's ``identify`` answer names a store other than this daemon's."""
+    for raw in answers:
+        try:
+            other = json.loads(raw)
+            store_id, store = str(other["storeId"]), str(other["store"])
+        except (ValueError, KeyError, TypeError):
+            continue  # not an answer we understand: not evidence of anything
+        if store_id != my_store_id:
+            who = f"replica {other.get('replica')} on {other.get('host')}"
+            return StoreMismatch(
+                f"this daemon's store is {mine}, but the daemons already consuming the command queue use "
+                f"{store} ({who}): each would answer from its own store, so status and results would "
+                "depend on which one took the command. Point DM_JOBD_STORE at the shared store (a "
+                "PostgreSQL database for replicas), or give this daemon a broker or virtual host of its own"
+            )
+    return None
+
+
 class Presence:
     """Beats every ``every`` seconds until cancelled; :meth:`leave` takes the replica off the table."""
 
@@ -93,8 +116,10 @@ class Presence:
         every: float,
         broker_up: Callable[[], bool],
         consuming: Callable[[], bool],
+        describe: str = "",
     ) -> None:
         self.store, self.clock, self.log = store, clock, log
+        self._describe = describe
         self.every = every
         self._state_dir = state_dir
         self._broker_up = broker_up
@@ -150,6 +175,11 @@ class Presence:
         while True:
             await self.clock.sleep(self.every)
             await self.beat()
+
+    def identity(self, store_id: str) -> bytes:
+        """What this replica answers to ``identify``: who it is and which store it uses."""
+        body = {"replica": self.id, "host": self.record.host, "store": self._describe, "storeId": store_id}
+        return json.dumps(body).encode()
 
     async def leave(self) -> None:
         with contextlib.suppress(Exception):

@@ -6,12 +6,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from helpers import cli
 from pydantic import SecretStr
 
 from daemon.app import Daemon
 from daemon.client import JobdClient
 from daemon.config import Settings
+from daemon.presence import StoreMismatch
 from daemon.store.records import ReplicaRecord
 
 
@@ -72,3 +74,21 @@ async def test_health_reports_this_hosts_replica_and_a_stale_one_fails(
         "health", url=vhost_url, cwd=tmp_path, extra_env={"DM_JOBD_STATE_DIR": str(stale_dir)}
     )
     assert code == 1 and "STALE" in out
+
+
+async def test_a_daemon_with_another_store_on_the_same_queue_refuses_to_consume(
+    jobd: Daemon, settings: Settings, vhost_url: str, tmp_path: Path
+) -> None:
+    """Two daemons on one broker with their own SQLite files: the second would answer from its own."""
+    other = settings.model_copy(update={"state_dir": tmp_path / "other"})
+    with pytest.raises(StoreMismatch) as refused:
+        async with Daemon(other, vhost_url):
+            pass
+    message = str(refused.value)
+    assert f"sqlite:{other.store_path}" in message and f"sqlite:{settings.store_path}" in message
+    assert jobd.presence.id in message, "and which replica uses the other store"
+    env = {"DM_JOBD_STATE_DIR": str(tmp_path / "third"), "DM_JOBD_LOG_FORMAT": "json"}
+    code, _, err = await cli("run", url=vhost_url, cwd=tmp_path, extra_env=env)
+    assert code == 2 and "the daemons already consuming the command queue use" in err
+    async with await JobdClient.connect(vhost_url) as client:
+        assert (await client.replicas()).replicas is not None, "the first daemon serves on"

@@ -39,6 +39,7 @@ from daemon.contracts import (
     EVENTS_EXCHANGE,
     HOLD_PREFIX,
     JSON_CONTENT_TYPE,
+    REPLICAS_EXCHANGE,
     Outgoing,
     Trace,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "Connection",
     "DeadLetterLimits",
     "EventSubscription",
+    "IdentityResponder",
     "Replier",
     "RpcClient",
     "connect",
@@ -709,6 +711,74 @@ class CommandHold:
                 await self._channel.close()
 
 
+class IdentityResponder:
+    """Answers ``identify`` on the replicas exchange with this replica's identity (its store).
+
+    An exclusive queue of its own, so it goes with the connection: a replica that dies stops
+    answering at once, and one that comes back after an outage answers again (robust channel).
+    """
+
+    def __init__(self, connection: AbstractRobustConnection, identity: bytes) -> None:
+        self._connection = connection
+        self._identity = identity
+        self._channel: AbstractChannel | None = None
+
+    async def start(self) -> None:
+        self._channel = channel = await self._connection.channel()
+        exchange = await channel.declare_exchange(
+            REPLICAS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, "identify")
+        await queue.consume(self._on_identify, no_ack=True)
+
+    async def _on_identify(self, message: AbstractIncomingMessage) -> None:
+        if not message.reply_to or self._channel is None:
+            return
+        answer = aio_pika.Message(
+            self._identity, content_type=JSON_CONTENT_TYPE, correlation_id=message.correlation_id
+        )
+        with contextlib.suppress(Exception):  # a vanished asker loses only its answer
+            await self._channel.default_exchange.publish(answer, routing_key=message.reply_to)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+            self._channel = None
+
+
+async def identify(connection: AbstractRobustConnection, timeout: float) -> list[bytes]:
+    """Ask the running replicas who they are: their answers, once every consumer of the command queue
+    has answered or ``timeout`` seconds have passed (none consuming: no question asked)."""
+    expected = await queue_consumers(connection, COMMAND_QUEUE) or 0
+    if not expected:
+        return []
+    channel = await connection.channel()
+    answers: list[bytes] = []
+    enough = asyncio.Event()
+    try:
+        exchange = await channel.declare_exchange(
+            REPLICAS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        replies = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+
+        async def on_reply(message: AbstractIncomingMessage) -> None:
+            answers.append(message.body)
+            if len(answers) >= expected:
+                enough.set()
+
+        await replies.consume(on_reply, no_ack=True)
+        ask = aio_pika.Message(b"{}", content_type=JSON_CONTENT_TYPE, reply_to=DIRECT_REPLY_TO)
+        await exchange.publish(ask, routing_key="identify", mandatory=False)
+        with contextlib.suppress(TimeoutError):  # an older daemon does not answer: what came is all
+            await asyncio.wait_for(enough.wait(), timeout)
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+    return answers
+
+
 class RpcClient:
     """Sends commands and awaits their answers over RabbitMQ's direct reply-to."""
 
@@ -888,6 +958,14 @@ class AmqpBus:
         hold = CommandHold(self.connection)
         await hold.start()
         return hold
+
+    async def identify(self, timeout: float) -> list[bytes]:
+        return await identify(self.connection, timeout)
+
+    async def answer_identify(self, identity: bytes) -> IdentityResponder:
+        responder = IdentityResponder(self.connection, identity)
+        await responder.start()
+        return responder
 
     async def subscribe(self, keys: Sequence[str]) -> EventSubscription:
         subscription = EventSubscription(self.connection, keys)

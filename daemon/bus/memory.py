@@ -66,6 +66,16 @@ class _Command:
         )
 
 
+@dataclass
+class _Identity:
+    bus: MemoryBus
+    identity: bytes
+
+    async def close(self) -> None:
+        if self in self.bus._identities:
+            self.bus._identities.remove(self)
+
+
 class MemoryBus:
     """One in-memory broker; it outlives the daemons that use it, as a broker outlives its clients.
 
@@ -83,6 +93,7 @@ class MemoryBus:
         self.answers: list[tuple[str, str | None, bytes]] = []
         #: The AMQP headers each answer in ``answers`` was sent with (its trace context).
         self.answer_headers: list[dict[str, str]] = []
+        self._identities: list[_Identity] = []
         self.held: list[tuple[int, Outgoing]] = []
         self._queue: asyncio.Queue[_Command] = asyncio.Queue()
         self._unsettled = 0
@@ -112,6 +123,14 @@ class MemoryBus:
 
     async def holder(self) -> _Holder:
         return _Holder(self)
+
+    async def identify(self, timeout: float) -> list[bytes]:
+        return [responder.identity for responder in self._identities]
+
+    async def answer_identify(self, identity: bytes) -> _Identity:
+        responder = _Identity(self, identity)
+        self._identities.append(responder)
+        return responder
 
     async def subscribe(self, keys: Sequence[str]) -> _Subscription:
         subscription = _Subscription(self, tuple(keys))

@@ -48,6 +48,10 @@ class Consumer(Protocol):
         ...
 
 
+class Closer(Protocol):
+    async def close(self) -> None: ...
+
+
 class Bus(Protocol):
     async def open(self) -> None:
         """Connect (waiting for the broker if need be)."""
@@ -69,6 +73,14 @@ class Bus(Protocol):
         ...
 
     async def holder(self) -> Holder: ...
+
+    async def identify(self, timeout: float) -> list[bytes]:
+        """Ask the replicas consuming the command queue who they are (their stores): their answers."""
+        ...
+
+    async def answer_identify(self, identity: bytes) -> Closer:
+        """Answer other replicas' ``identify`` with ``identity`` until closed."""
+        ...
 
     async def subscribe(self, keys: Sequence[str]) -> Subscription:
         """A private subscription to the events exchange for these binding keys."""

@@ -45,6 +45,7 @@ def run_daemon(settings: Settings) -> int:
     from daemon.app import Daemon
     from daemon.bus.amqp import BrokerRefused, broker_address
     from daemon.localbroker import LocalBroker, ensure_installed
+    from daemon.presence import StoreMismatch
 
     log = structlog.get_logger("dm-jobd")
     broker: LocalBroker | None = None
@@ -71,7 +72,7 @@ def run_daemon(settings: Settings) -> int:
 
     try:
         return _event_loop_runner()(serve())
-    except BrokerRefused as exc:
+    except (BrokerRefused, StoreMismatch) as exc:
         log.error("cannot run", reason=str(exc))
         return 2
     except Exception:  # one JSON line with the traceback as a field, never a bare traceback

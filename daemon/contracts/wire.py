@@ -19,6 +19,7 @@ __all__ = [
     "EVENTS_EXCHANGE",
     "HOLD_PREFIX",
     "JSON_CONTENT_TYPE",
+    "REPLICAS_EXCHANGE",
     "Outgoing",
     "broker_url_problem",
 ]
@@ -34,6 +35,9 @@ DEAD_LETTER_EXCHANGE = "dm-job.dead-letter"
 DEAD_LETTER_QUEUE = "dm-job.dead-letter"
 #: Topic exchange of the CloudEvents, routed ``job.<status>.<uid>`` and ``schedule.<event>.<uid>``.
 EVENTS_EXCHANGE = "dm-job.events"
+#: Topic exchange the replicas answer ``identify`` on (which store they use), apart from the command
+#: queue so a backlog of commands never delays the answer.
+REPLICAS_EXCHANGE = "dm-job.replicas"
 #: Prefix of the per-instant queues that hold a burst of scheduled starts until it is due.
 HOLD_PREFIX = "dm-job.hold."
 #: RabbitMQ's direct reply-to pseudo-queue, the clients' default ``reply_to``.
