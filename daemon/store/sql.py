@@ -11,6 +11,7 @@ transaction takes its locks, the schema's types, how the schema version is kept)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import json
@@ -246,6 +247,22 @@ def _record_values(r: JobRecord) -> tuple[Any, ...]:
     )
 
 
+def _claim_key(conn: Conn, key: str, uid: str, answer: bytes) -> bytes | None:
+    """Record the idempotency key; the answer already recorded under it when it was taken.
+
+    One statement when the key is new (the common case): the insert that finds it taken reads it.
+    Two replicas taking one key at once: the second waits for the first's commit, then reads it.
+    """
+    taken = conn.execute(
+        "INSERT INTO idempotency (key, uid, answer) VALUES (?, ?, ?)"
+        " ON CONFLICT (key) DO NOTHING RETURNING key",
+        (key, uid, answer),
+    ).fetchone()
+    if taken is not None:
+        return None
+    return bytes(conn.execute("SELECT answer FROM idempotency WHERE key = ?", (key,)).fetchone()["answer"])
+
+
 def _write_events(conn: Conn, events: Sequence[Outgoing]) -> None:
     if events:
         conn.executemany(
@@ -393,6 +410,8 @@ class SqlStore:
 
     def _run_batch(self, fns: list[Callable[[Conn], Any]]) -> list[tuple[bool, Any]]:
         conn = self._db
+        if len(fns) == 1:  # alone in its transaction: no savepoint (two round trips to PostgreSQL)
+            return [self._run_alone(conn, fns[0])]
         outcomes: list[tuple[bool, Any]] = []
         conn.execute(self.dialect.begin)
         try:
@@ -410,6 +429,24 @@ class SqlStore:
             raise
         return outcomes
 
+    def _run_alone(self, conn: Conn, fn: Callable[[Conn], Any]) -> tuple[bool, Any]:
+        conn.execute(self.dialect.begin)
+        try:
+            value = fn(conn)
+        except Exception as exc:  # the write's own failure: undone, and reported to its caller
+            conn.execute("ROLLBACK")
+            return False, exc
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+        return True, value
+
     # -- the JobStore protocol -------------------------------------------------------------------
 
     async def insert(
@@ -425,13 +462,8 @@ class SqlStore:
         writebacks: Sequence[PendingWriteback] = (),
     ) -> bytes | None:
         def op(conn: Conn) -> bytes | None:
-            if key is not None:
-                row = conn.execute("SELECT answer FROM idempotency WHERE key = ?", (key,)).fetchone()
-                if row is not None:
-                    return bytes(row["answer"])
-                conn.execute(
-                    "INSERT INTO idempotency (key, uid, answer) VALUES (?, ?, ?)", (key, record.uid, answer)
-                )
+            if key is not None and (prior := _claim_key(conn, key, record.uid, answer)) is not None:
+                return prior
             conn.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * _COLUMN_COUNT)})",
                 _record_values(record),
@@ -455,10 +487,8 @@ class SqlStore:
 
     async def remember(self, key: str, uid: str, answer: bytes, events: Sequence[Outgoing]) -> bytes | None:
         def op(conn: Conn) -> bytes | None:
-            row = conn.execute("SELECT answer FROM idempotency WHERE key = ?", (key,)).fetchone()
-            if row is not None:
-                return bytes(row["answer"])
-            conn.execute("INSERT INTO idempotency (key, uid, answer) VALUES (?, ?, ?)", (key, uid, answer))
+            if (prior := _claim_key(conn, key, uid, answer)) is not None:
+                return prior
             _write_events(conn, events)
             return None
 

@@ -6,6 +6,7 @@ Two daemons opening one file migrate it one at a time: the migration runs under 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from daemon.store.records import StoreTooNew
@@ -105,6 +106,23 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         raise
 
 
+def _wal(conn: sqlite3.Connection, patience: float = 10.0) -> None:
+    """Switch the file to WAL mode (once per file; it stays so), waiting out another opener's lock.
+
+    SQLite's busy handler does not cover this switch: two daemons opening a new file together would
+    otherwise fail with "database is locked". Past ``patience`` seconds, the error is raised.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)  # the other opener holds the lock for milliseconds (its store thread, not the loop)
+
+
 class SqliteStore(SqlStore):
     """A :class:`~daemon.store.records.JobStore` in one SQLite file."""
 
@@ -119,9 +137,9 @@ class SqliteStore(SqlStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
+        _wal(conn)
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
         try:
             _migrate(conn, self.path)
         except BaseException:
