@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from daemon.jobs.control import JobService
 from daemon.jobs.dispatch import Dispatcher, start_key
 from daemon.jobs.events import EventFactory
 from daemon.jobs.intake import Intake
+from daemon.jobs.leases import Leases
 from daemon.jobs.outbox import OutboxRelay
 from daemon.jobs.registry import Registry
 from daemon.jobs.retention import Retention
@@ -114,6 +116,17 @@ class Daemon:
             consuming=lambda: self._started and not self._stopping.is_set(),
             describe=self.store.describe,
         )
+        self.leases = Leases(
+            self.store,
+            self.registry,
+            SystemClock(),  # leases are compared across replicas: wall-clock time
+            self.log,
+            owner=lambda: self.presence.id,
+            host=socket.gethostname(),
+            ttl=s.lease_seconds,
+            launch=self.supervisor.launch,
+        )
+        self.intake.lease = self.leases.stamp
         starts = Starts(self.store, self._publish_command, self.clock)
         held = None
         if s.schedule_lead_seconds > 0:
@@ -197,13 +210,16 @@ class Daemon:
     async def start(self) -> None:
         """Open everything and consume; a start cancelled half-way is undone by :meth:`stop`."""
         self._opened = True
+        self._on_close("replica id", self._release_replica_id)
         await self.store.open()
         self._on_close("store", self.store.close)
         self._load_runners()
         await self._open_bus()
         store_id = await self._refuse_another_store()  # before it resumes, schedules or consumes anything
+        self._on_close("job leases", self.leases.release)  # after the watchers have stopped
         self._on_close("job watchers", self.supervisor.close)
-        resumed = await self.supervisor.resume()
+        resumed = len(await self.leases.adopt(mine=True))
+        self._task("job leases", self.leases.run())
         self._task("runner cleanup", self.supervisor.reconcile(self.registry.runners()))
         self._task("retention", self.retention.run())
         self._serve_metrics()
@@ -228,6 +244,9 @@ class Daemon:
             schedules=schedules,
             runners=[e.type for e in self.registry.entries() if e.runner is not None],
         )
+
+    async def _release_replica_id(self) -> None:
+        self.presence.release_id()
 
     async def _refuse_another_store(self) -> str:
         """This store's id, once the replicas already consuming say they use the same store.

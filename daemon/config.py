@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     replica_heartbeat_seconds: float = Field(
         default=5.0, gt=0, description="How often this replica records that it is alive (replicas, health)"
     )
+    lease_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long a replica's hold on its running jobs lasts unless renewed "
+        "(renewed every third of it): a replica that dies has its jobs adopted within about this long",
+    )
     identify_seconds: float = Field(
         default=2.0,
         gt=0,

@@ -10,6 +10,7 @@ one state folder, ``health`` reports the one that beat last.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -125,8 +126,10 @@ class Presence:
         self._broker_up = broker_up
         self._consuming = consuming
         now = clock.now()
+        self._slot: int | None = None
+        replica_id = self._claim_id(state_dir)
         self.record = ReplicaRecord(
-            id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+            id=replica_id,
             host=socket.gethostname(),
             pid=os.getpid(),
             version=_version(),
@@ -137,6 +140,40 @@ class Presence:
     @property
     def id(self) -> str:
         return self.record.id
+
+    def _claim_id(self, state_dir: Path) -> str:
+        """This replica's id: the same after a restart on the same state folder, so a daemon killed and
+        started again takes its own jobs back at once instead of waiting for their leases to run out.
+
+        Each id is held by a lock file while its daemon runs (released by the kernel when the process
+        dies); a second daemon on the same folder takes the next free slot and id.
+        """
+        folder = state_dir / "replica"
+        with contextlib.suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
+            for slot in range(64):
+                fd = os.open(folder / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    continue
+                self._slot = fd
+                id_file = folder / f"{slot}.id"
+                with contextlib.suppress(OSError, ValueError):
+                    kept = id_file.read_text().strip()
+                    if kept:
+                        return kept
+                made = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+                id_file.write_text(made + "\n")
+                return made
+        return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"  # no state folder to keep it in
+
+    def release_id(self) -> None:
+        """Let the id go (the daemon stopped): the next daemon on this folder takes it."""
+        if self._slot is not None:
+            os.close(self._slot)
+            self._slot = None
 
     @property
     def _health_file(self) -> Path:
@@ -186,3 +223,4 @@ class Presence:
             await self.store.leave(self.id)
         with contextlib.suppress(OSError):
             self._health_file.unlink()
+        self.release_id()

@@ -233,3 +233,28 @@ async def test_schedules_are_kept_changed_and_their_runs_recorded(store: SqlStor
     assert await store.schedules() == [(parent.uid, "active", fired + timedelta(minutes=1))]
     assert [s.uid for s in await store.list_schedules()] == [parent.uid]
     assert (await store.counts()).schedules == {"active": 1}
+
+
+async def test_leases_are_adopted_only_when_free_and_reachable(store: SqlStore) -> None:
+    cloud, local = "test://Cloud", NOOP
+    later = NOW + timedelta(seconds=30)
+    held = record(runner_type=cloud, owner="a", owner_host="h1", lease_until=later)
+    expired = record(runner_type=cloud, owner="b", owner_host="h2", lease_until=NOW - timedelta(seconds=1))
+    elsewhere = record(runner_type=local, owner="b", owner_host="h2", lease_until=NOW - timedelta(seconds=1))
+    here = record(runner_type=local, owner="b", owner_host="h1", lease_until=NOW - timedelta(seconds=1))
+    free = record(runner_type=local)
+    done = record(JobStatus.COMPLETED, runner_type=cloud)
+    for job in (held, expired, elsewhere, here, free, done):
+        await store.insert(job, key=None, answer=b"{}", events=())
+    taken = await store.adopt("c", "h1", until=later, now=NOW, anywhere=[cloud], on_host=[local])
+    assert {r.uid for r in taken} == {expired.uid, here.uid, free.uid}, "not held, not elsewhere, not ended"
+    assert all(r.owner == "c" and r.owner_host == "h1" and r.lease_until == later for r in taken)
+    assert await store.adopt("d", "h1", until=later, now=NOW, anywhere=[cloud], on_host=[local]) == []
+    assert await store.renew("c", later + timedelta(seconds=30)) == 3, "one statement renews them all"
+    mine = await store.adopt("c", "h1", until=later, now=NOW, anywhere=[cloud], on_host=[local], mine=True)
+    assert {r.uid for r in mine} == {expired.uid, here.uid, free.uid}, (
+        "a restarted replica takes its own back"
+    )
+    assert await store.release("c") == 3
+    again = await store.adopt("d", "h1", until=later, now=NOW, anywhere=[cloud], on_host=[local])
+    assert {r.uid for r in again} == {expired.uid, here.uid, free.uid}, "released: adopted at once"

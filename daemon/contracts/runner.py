@@ -19,6 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 from .status import JobStatus
 
 __all__ = [
+    "REACH_ANYWHERE",
+    "REACH_HOST",
     "DaemonSettings",
     "DescribedRunner",
     "Documents",
@@ -28,6 +30,7 @@ __all__ = [
     "JobResult",
     "JobSpec",
     "Log",
+    "ReachingRunner",
     "ReconcilingRunner",
     "Registered",
     "Runner",
@@ -191,6 +194,21 @@ class ReconcilingRunner(Protocol):
     """
 
     async def reconcile(self, is_active: Callable[[str], Awaitable[bool]]) -> None: ...
+
+
+#: A job's handle works from any replica (a cloud API: Azure, Radix).
+REACH_ANYWHERE = "anywhere"
+#: A job's handle works only on the host (and state folder) it started on: processes, local
+#: containers, dm-job handler threads. The default for a runner that does not say.
+REACH_HOST = "host"
+
+
+@runtime_checkable
+class ReachingRunner(Protocol):
+    """Optional: where the replicas that may adopt this runner's jobs must be (:data:`REACH_ANYWHERE`
+    or :data:`REACH_HOST`), when the replica watching them is gone."""
+
+    def reach(self, runner_type: str) -> str: ...
 
 
 @runtime_checkable

@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from daemon.contracts import (
+    REACH_HOST,
     DescribedRunner,
     ForgettingRunner,
     Handle,
     JobdError,
     JobResult,
     JobSpec,
+    ReachingRunner,
     ReconcilingRunner,
     Runner,
     RunnerError,
@@ -88,6 +90,12 @@ class GuardedRunner:
     async def reconcile(self, is_active: Callable[[str], Awaitable[bool]]) -> None:
         if isinstance(self.inner, ReconcilingRunner):
             await _guard(self.inner.reconcile(is_active))
+
+    def reach(self, runner_type: str) -> str:
+        """Where a replica must be to adopt this runner's jobs (a runner that does not say: its host)."""
+        if isinstance(self.inner, ReachingRunner):
+            return self.inner.reach(runner_type)
+        return REACH_HOST
 
     def runner_fields(self, runner_type: str) -> frozenset[str] | None:
         """The ``runner`` fields the inner runner reads, when it says (None: it does not)."""

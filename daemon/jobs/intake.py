@@ -8,7 +8,7 @@ follows from that commit (the store's ``on_insert``), never from this code.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +104,8 @@ class Intake:
         #: Set when a DMSS URL is configured: starts by address and runs of DMSS schedules use it.
         self.dmss = dmss
         self.clock: Clock = clock or SystemClock()
+        #: Leases a job to this replica as it is inserted (:meth:`daemon.jobs.leases.Leases.stamp`).
+        self.lease: Callable[[JobRecord], None] | None = None
 
     async def rerun(
         self, uid: str, *, key: str | None, user_id: str | None, trace: Trace | None = None
@@ -186,6 +188,8 @@ class Intake:
             rerun_of=rerun_of,
             trace=trace or Trace.new(),
         )
+        if self.lease is not None and schedule is None:
+            self.lease(record)  # watched by this replica from the commit on
         answer_model = job_answer(record, note)
         answer_model.warnings = warnings or None
         if schedule is not None:

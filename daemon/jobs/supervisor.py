@@ -65,13 +65,6 @@ class Supervisor:
         self._tasks.pop(uid, None)
         self._launched.pop(uid, None)
 
-    async def resume(self) -> int:
-        """Re-attach every job the store says may be running; returns how many."""
-        records = await self.jobs.store.active()
-        for record in records:
-            self.launch(record)
-        return len(records)
-
     async def reconcile(self, runners: Sequence[GuardedRunner]) -> None:
         """Let runners that leave things behind clean up after jobs the store no longer runs."""
 

@@ -48,7 +48,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     writeback TEXT,
     rerun_of TEXT,
     traceparent TEXT,
-    tracestate TEXT
+    tracestate TEXT,
+    owner TEXT,
+    owner_host TEXT,
+    lease_until TEXT
 );
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,

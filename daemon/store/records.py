@@ -54,6 +54,11 @@ class JobRecord:
     rerun_of: str | None = None
     #: The job's trace context: its answer, events, environment and HTTP calls carry it.
     trace: Trace | None = None
+    #: The replica that watches it while it is active, the host it runs on, and until when its lease
+    #: holds unless renewed (after which another replica that can reach the job adopts it).
+    owner: str | None = None
+    owner_host: str | None = None
+    lease_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +261,31 @@ class JobStore(Protocol):
 
     async def counts(self) -> StoreCounts:
         """Jobs by runner type and status, schedules by state, and the relays' backlogs."""
+        ...
+
+    async def adopt(
+        self,
+        owner: str,
+        host: str,
+        *,
+        until: datetime,
+        now: datetime,
+        anywhere: Sequence[str],
+        on_host: Sequence[str],
+        mine: bool = False,
+    ) -> list[JobRecord]:
+        """Take the active jobs nobody holds (no owner, or a lease run out before ``now``; with ``mine``
+        also those ``owner`` holds, from before a restart) that this replica can reach: of the runner
+        types in ``anywhere``, or in ``on_host`` when they ran on ``host`` (or nobody knows where).
+        Returns them, now leased to ``owner`` until ``until``."""
+        ...
+
+    async def renew(self, owner: str, until: datetime) -> int:
+        """Extend every lease ``owner`` holds, in one statement; how many jobs it holds."""
+        ...
+
+    async def release(self, owner: str) -> int:
+        """Give up every lease ``owner`` holds (a replica that stops): the others adopt at once."""
         ...
 
     async def store_id(self) -> str:

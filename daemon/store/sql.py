@@ -79,7 +79,8 @@ class Dialect:
 
 _COLUMNS = (
     "uid, status, runner_type, label, triggered_by, address, entity, token, handle, message, logs,"
-    " percentage, started, ended, time_limit, created, schedule, writeback, rerun_of, traceparent, tracestate"
+    " percentage, started, ended, time_limit, created, schedule, writeback, rerun_of, traceparent,"
+    " tracestate, owner, owner_host, lease_until"
 )
 
 _COLUMN_COUNT = len(_COLUMNS.split(","))
@@ -88,8 +89,9 @@ _COLUMN_COUNT = len(_COLUMNS.split(","))
 #: versioned schema (a store from before versions has 0 and is brought up to date the same way);
 #: 2: ``jobs.rerun_of`` and the index ``job.list`` pages through; 3: the indexes retention prunes by;
 #: 4: each job's trace context, and the AMQP headers of queued events; 5: the replicas table and the
-#: store's identity (``meta.store_id``). Both engines share the numbers.
-SCHEMA_VERSION = 5
+#: store's identity (``meta.store_id``); 6: job ownership (``owner``, ``owner_host``, ``lease_until``).
+#: Both engines share the numbers.
+SCHEMA_VERSION = 6
 
 #: Tables added after the first schema, in SQL both engines take as it is.
 ADDED_TABLES = (
@@ -129,8 +131,12 @@ ADDED_COLUMNS = (
     ("jobs", "traceparent", "TEXT"),
     ("jobs", "tracestate", "TEXT"),
     ("outbox", "headers", "TEXT"),
+    ("jobs", "owner", "TEXT"),
+    ("jobs", "owner_host", "TEXT"),
+    ("jobs", "lease_until", "TEXT"),
 )
 
+_ACTIVE = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE))
 _TERMINAL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))
 _SCHEDULE_COLUMNS = (
     "uid, cron, time_zone, job, policy, created, label, start_date, end_date, state, next_fire, last_fire,"
@@ -180,6 +186,9 @@ def _row_to_record(row: Row) -> JobRecord:
         writeback=row["writeback"],
         rerun_of=row["rerun_of"],
         trace=Trace(row["traceparent"], row["tracestate"]) if row["traceparent"] else None,
+        owner=row["owner"],
+        owner_host=row["owner_host"],
+        lease_until=_dt(row["lease_until"]),
     )
 
 
@@ -244,6 +253,9 @@ def _record_values(r: JobRecord) -> tuple[Any, ...]:
         r.rerun_of,
         r.trace.traceparent if r.trace is not None else None,
         r.trace.tracestate if r.trace is not None else None,
+        r.owner,
+        r.owner_host,
+        _ts(r.lease_until),
     )
 
 
@@ -597,6 +609,54 @@ class SqlStore:
             )
 
         return await self._read(op)
+
+    async def adopt(
+        self,
+        owner: str,
+        host: str,
+        *,
+        until: datetime,
+        now: datetime,
+        anywhere: Sequence[str],
+        on_host: Sequence[str],
+        mine: bool = False,
+    ) -> list[JobRecord]:
+        if not anywhere and not on_host:
+            return []
+        reach: list[str] = []
+        params: list[Any] = [owner, host, _ts(until), _utc(now), owner if mine else None]
+        if anywhere:
+            reach.append(f"runner_type IN ({', '.join('?' * len(anywhere))})")
+            params += list(anywhere)
+        if on_host:
+            marks = ", ".join("?" * len(on_host))
+            reach.append(f"(runner_type IN ({marks}) AND (owner_host IS NULL OR owner_host = ?))")
+            params += [*on_host, host]
+        sql = (
+            f"UPDATE jobs SET owner = ?, owner_host = ?, lease_until = ? WHERE status IN ({_ACTIVE})"
+            " AND (owner IS NULL OR lease_until IS NULL OR lease_until < ? OR owner = ?)"
+            f" AND ({' OR '.join(reach)})"
+            f" RETURNING {_COLUMNS}"
+        )
+
+        def op(conn: Conn) -> list[JobRecord]:
+            return [_row_to_record(row) for row in conn.execute(sql, params).fetchall()]
+
+        return await self._write(op)
+
+    async def renew(self, owner: str, until: datetime) -> int:
+        def op(conn: Conn) -> int:
+            sql = f"UPDATE jobs SET lease_until = ? WHERE owner = ? AND status IN ({_ACTIVE})"
+            return int(conn.execute(sql, (_ts(until), owner)).rowcount)
+
+        return await self._write(op)
+
+    async def release(self, owner: str) -> int:
+        def op(conn: Conn) -> int:
+            sql = "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE owner = ?"
+            return int(conn.execute(sql, (owner,)).rowcount)
+
+        return await self._write(op)
 
     async def store_id(self) -> str:
         def op(conn: Conn) -> str:

@@ -22,6 +22,7 @@ from azure.mgmt.containerinstance.aio import ContainerInstanceManagementClient
 from azure.mgmt.containerinstance.models import ContainerGroup
 
 from daemon.contracts import (
+    REACH_ANYWHERE,
     Handle,
     JobResult,
     JobSpec,
@@ -292,6 +293,10 @@ class AzureRunner:
 
     def _log_file(self, uid: str) -> Path:
         return self.state_dir / uid / "logs.txt"
+
+    def reach(self, runner_type: str) -> str:
+        """Its jobs live in the cloud: any replica with the credentials can follow them."""
+        return REACH_ANYWHERE
 
     def runner_fields(self, runner_type: str) -> frozenset[str]:
         common = {"name", "image", "containerImage", "customCommand", "command", "computeResource"}

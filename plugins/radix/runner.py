@@ -9,7 +9,17 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from daemon.contracts import Handle, JobResult, JobSpec, JobStatus, Log, RunnerStatus, Started, trace_headers
+from daemon.contracts import (
+    REACH_ANYWHERE,
+    Handle,
+    JobResult,
+    JobSpec,
+    JobStatus,
+    Log,
+    RunnerStatus,
+    Started,
+    trace_headers,
+)
 
 from .errors import RadixError, failure_text, job_secrets, scrub
 from .request import DEFAULT_URL_TEMPLATE, base_url, description
@@ -164,6 +174,10 @@ class RadixRunner:
             text = f"the Radix job scheduler refused to delete job {name}: {failure_text(deleted, secrets)}"
             raise RadixError(text + (f" (and to stop it: {refused})" if refused else ""))
         self.log.info("radix job stopped and deleted", uid=job.uid, radix_job=name, stop_refused=refused)
+
+    def reach(self, runner_type: str) -> str:
+        """Its jobs live in the cloud: any replica with the credentials can follow them."""
+        return REACH_ANYWHERE
 
     def runner_fields(self, runner_type: str) -> frozenset[str]:
         return frozenset(
