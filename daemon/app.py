@@ -122,7 +122,8 @@ class Daemon:
             SystemClock(),  # leases are compared across replicas: wall-clock time
             self.log,
             owner=lambda: self.presence.id,
-            host=socket.gethostname(),
+            # Where host-bound jobs can be followed from: their processes and files (the state folder).
+            host=f"{socket.gethostname()}:{s.state_dir}",
             ttl=s.lease_seconds,
             launch=self.supervisor.launch,
         )
@@ -294,7 +295,7 @@ class Daemon:
         self._on_close("broker connection", self.bus.close)
         events = await self.bus.event_publisher()
         self._on_close("event channel", events.close)
-        self.relay = relay = OutboxRelay(self.store, events, log=self.log)
+        self.relay = relay = OutboxRelay(self.store, events, log=self.log, claimant=lambda: self.presence.id)
         relay.start()
         self._on_close("outbox relay", relay.close)
         if self.writeback is not None:

@@ -258,3 +258,27 @@ async def test_leases_are_adopted_only_when_free_and_reachable(store: SqlStore) 
     assert await store.release("c") == 3
     again = await store.adopt("d", "h1", until=later, now=NOW, anywhere=[cloud], on_host=[local])
     assert {r.uid for r in again} == {expired.uid, here.uid, free.uid}, "released: adopted at once"
+
+
+async def test_outbox_rows_are_claimed_by_one_relay_until_the_claim_runs_out(where: str) -> None:
+    a, b = make_store(where), make_store(where)
+    await asyncio.gather(a.open(), b.open())
+    try:
+        job = record()
+        await a.insert(job, key=None, answer=b"{}", events=[event(job.uid, n) for n in range(40)])
+        later = NOW + timedelta(seconds=30)
+        first, second = await asyncio.gather(
+            a.claim_outbox("a", now=NOW, until=later, limit=25),
+            b.claim_outbox("b", now=NOW, until=later, limit=25),
+        )
+        ids_a, ids_b = {r.id for r in first}, {r.id for r in second}
+        assert not ids_a & ids_b and len(ids_a | ids_b) == 40, "each event taken by one relay"
+        assert [r.id for r in first] == sorted(ids_a), "oldest first"
+        assert await b.claim_outbox("b", now=NOW, until=later, limit=100) == second, "its own again"
+        await a.outbox_done(sorted(ids_a))
+        # b dies with its claims: once they run out, a publishes them again
+        assert await a.claim_outbox("a", now=NOW, until=later, limit=100) == []
+        again = await a.claim_outbox("a", now=later + timedelta(seconds=1), until=later, limit=100)
+        assert {r.id for r in again} == ids_b
+    finally:
+        await asyncio.gather(a.close(), b.close())

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from datetime import timedelta
 
 from daemon.bus.message import BusUnavailable
 from daemon.bus.ports import Publisher
+from daemon.clock import Clock, SystemClock
 from daemon.contracts import Log
 from daemon.store.records import JobStore
 
@@ -28,8 +31,14 @@ class OutboxRelay:
         batch: int = 500,
         idle_poll: float = 1.0,
         retry_max: float = 5.0,
+        claimant: Callable[[], str] | None = None,
+        claim_seconds: float = 30.0,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store
+        self.claimant = claimant
+        self.claim_seconds = claim_seconds
+        self.clock: Clock = clock or SystemClock()
         self.publisher = publisher
         self.log = log
         self.batch = batch
@@ -67,8 +76,18 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wake.wait(), self.idle_poll)
 
     async def relay_once(self) -> int:
-        """Publish one batch; returns how many were confirmed."""
-        rows = await self.store.outbox(self.batch)
+        """Publish one batch; returns how many were confirmed.
+
+        With a ``claimant`` the batch is claimed first, so replicas sharing a store relay each event
+        once in steady state; a relay that dies mid-batch leaves its claim to run out, and another
+        publishes the rows again (at least once, with the same CloudEvents ids).
+        """
+        if self.claimant is not None:
+            now = self.clock.now()
+            until = now + timedelta(seconds=self.claim_seconds)
+            rows = await self.store.claim_outbox(self.claimant(), now=now, until=until, limit=self.batch)
+        else:
+            rows = await self.store.outbox(self.batch)
         if not rows:
             return 0
         confirmed = await self.publisher.publish([row.message for row in rows])

@@ -79,7 +79,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     routing_key TEXT NOT NULL,
     message_id TEXT NOT NULL,
     body BYTEA NOT NULL,
-    headers TEXT
+    headers TEXT,
+    claimed_by TEXT,
+    claimed_until TEXT
 );
 CREATE TABLE IF NOT EXISTS writeback (
     uid TEXT NOT NULL,
@@ -170,7 +172,9 @@ class _Connection:
 class PostgresStore(SqlStore):
     """A :class:`~daemon.store.records.JobStore` in a PostgreSQL database that replicas share."""
 
-    dialect = Dialect(begin="BEGIN", for_update=" FOR UPDATE", queued_order="w.seq")
+    dialect = Dialect(
+        begin="BEGIN", for_update=" FOR UPDATE", queued_order="w.seq", skip_locked=" FOR UPDATE SKIP LOCKED"
+    )
 
     def __init__(self, url: str) -> None:
         super().__init__(describe=safe_url(url))

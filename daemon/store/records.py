@@ -306,6 +306,13 @@ class JobStore(Protocol):
 
     async def outbox(self, limit: int) -> list[OutboxRow]: ...
 
+    async def claim_outbox(
+        self, owner: str, *, now: datetime, until: datetime, limit: int
+    ) -> list[OutboxRow]:
+        """Take up to ``limit`` events to publish, oldest first: unclaimed ones, ones whose claim ran out
+        (their relay died mid-batch), and ``owner``'s own; no other live relay takes them meanwhile."""
+        ...
+
     async def schedules(self) -> list[tuple[str, str, datetime | None]]:
         """Every schedule's uid, state and next fire: what the scheduler's heap is built from."""
         ...

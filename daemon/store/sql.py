@@ -75,6 +75,9 @@ class Dialect:
     for_update: str
     #: A column that orders write-backs in the order they were queued.
     queued_order: str
+    #: Appended to the SELECT that picks outbox rows to claim: PostgreSQL's replicas each take rows
+    #: the others have not locked (``FOR UPDATE SKIP LOCKED``); SQLite's write lock serialises them.
+    skip_locked: str = ""
 
 
 _COLUMNS = (
@@ -89,9 +92,9 @@ _COLUMN_COUNT = len(_COLUMNS.split(","))
 #: versioned schema (a store from before versions has 0 and is brought up to date the same way);
 #: 2: ``jobs.rerun_of`` and the index ``job.list`` pages through; 3: the indexes retention prunes by;
 #: 4: each job's trace context, and the AMQP headers of queued events; 5: the replicas table and the
-#: store's identity (``meta.store_id``); 6: job ownership (``owner``, ``owner_host``, ``lease_until``).
-#: Both engines share the numbers.
-SCHEMA_VERSION = 6
+#: store's identity (``meta.store_id``); 6: job ownership (``owner``, ``owner_host``, ``lease_until``);
+#: 7: outbox claims (``claimed_by``, ``claimed_until``). Both engines share the numbers.
+SCHEMA_VERSION = 7
 
 #: Tables added after the first schema, in SQL both engines take as it is.
 ADDED_TABLES = (
@@ -134,6 +137,8 @@ ADDED_COLUMNS = (
     ("jobs", "owner", "TEXT"),
     ("jobs", "owner_host", "TEXT"),
     ("jobs", "lease_until", "TEXT"),
+    ("outbox", "claimed_by", "TEXT"),
+    ("outbox", "claimed_until", "TEXT"),
 )
 
 _ACTIVE = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE))
@@ -703,6 +708,29 @@ class SqlStore:
 
     async def schema_version(self) -> int:
         return await self._read(self._schema_version)
+
+    async def claim_outbox(
+        self, owner: str, *, now: datetime, until: datetime, limit: int
+    ) -> list[OutboxRow]:
+        sql = (
+            "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN (SELECT id FROM outbox"
+            " WHERE claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?"
+            f" ORDER BY id LIMIT ?{self.dialect.skip_locked})"
+            " RETURNING id, routing_key, message_id, body, headers"
+        )
+
+        def op(conn: Conn) -> list[OutboxRow]:
+            rows = conn.execute(sql, (owner, _ts(until), _utc(now), owner, limit)).fetchall()
+            claimed = [
+                OutboxRow(
+                    r["id"],
+                    Outgoing(r["routing_key"], r["message_id"], bytes(r["body"]), _headers(r["headers"])),
+                )
+                for r in rows
+            ]
+            return sorted(claimed, key=lambda row: row.id)  # RETURNING promises no order
+
+        return await self._write(op)
 
     async def outbox(self, limit: int) -> list[OutboxRow]:
         def op(conn: Conn) -> list[OutboxRow]:

@@ -68,7 +68,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     routing_key TEXT NOT NULL,
     message_id TEXT NOT NULL,
     body BLOB NOT NULL,
-    headers TEXT
+    headers TEXT,
+    claimed_by TEXT,
+    claimed_until TEXT
 );
 CREATE TABLE IF NOT EXISTS writeback (
     uid TEXT NOT NULL,
