@@ -223,4 +223,5 @@ class Presence:
             await self.store.leave(self.id)
         with contextlib.suppress(OSError):
             self._health_file.unlink()
-        self.release_id()
+        # The id itself is let go last (release_id, the daemon's final step), after its job leases:
+        # a daemon starting meanwhile on this folder must not take the id whose leases are being released.
