@@ -14,14 +14,11 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from daemon.contracts import DaemonSettings, broker_url_problem
+from daemon.store import is_postgres_url
 
 __all__ = ["BadSettings", "Settings", "load_settings"]
 
 ENV_PREFIX = "DM_JOBD_"
-
-
-def _is_postgres(value: str) -> bool:
-    return value.startswith(("postgresql://", "postgres://"))
 
 
 def _split(value: object, sep: str) -> object:
@@ -145,7 +142,7 @@ class Settings(BaseSettings):
     def _store(cls, value: object) -> object:
         """A path made absolute (as the state folder); a PostgreSQL URL as it is."""
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if isinstance(raw, Path) or (isinstance(raw, str) and raw and not _is_postgres(raw)):
+        if isinstance(raw, Path) or (isinstance(raw, str) and raw and not is_postgres_url(raw)):
             return str(Path(raw).absolute())
         return value
 
@@ -163,13 +160,13 @@ class Settings(BaseSettings):
     def store_url(self) -> str | None:
         """The PostgreSQL URL, when the store is one (None: SQLite)."""
         raw = self.store.get_secret_value() if self.store is not None else ""
-        return raw if _is_postgres(raw) else None
+        return raw if is_postgres_url(raw) else None
 
     @property
     def store_path(self) -> Path:
         """The SQLite file (when the store is not PostgreSQL)."""
         raw = self.store.get_secret_value() if self.store is not None else ""
-        return Path(raw) if raw and not _is_postgres(raw) else self.state_dir / "jobd.sqlite3"
+        return Path(raw) if raw and not is_postgres_url(raw) else self.state_dir / "jobd.sqlite3"
 
     def for_runners(self) -> DaemonSettings:
         """The part of these settings runners see (:class:`~daemon.contracts.RunnerContext`)."""

@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 from daemon.contracts import JobStatus
 from daemon.store.records import JobRecord, JobStore
+from daemon.version import dm_jobd_version
 
 __all__ = ["Metrics", "MetricsServer"]
 
@@ -30,18 +30,11 @@ _QUEUE_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600)
 _LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
 
 
-def _version() -> str:
-    try:
-        return version("dm-jobd")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        Info("dmjobd_build", "The running dm-jobd", registry=r).info({"version": _version()})
+        Info("dmjobd_build", "The running dm-jobd", registry=r).info({"version": dm_jobd_version()})
         self.commands = Counter(
             "dmjobd_commands", "Commands handled, by command and outcome (ok, or the error code)",
             ["command", "outcome"], registry=r,

@@ -18,24 +18,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from daemon.clock import Clock
 from daemon.contracts import Log
 from daemon.store.records import JobStore, ReplicaRecord
+from daemon.version import dm_jobd_version
 
 __all__ = ["HEALTH_DIR", "Health", "Presence", "StoreMismatch", "read_health", "store_mismatch"]
 
 HEALTH_DIR = "health"
-
-
-def _version() -> str:
-    try:
-        return version("dm-jobd")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -132,7 +125,7 @@ class Presence:
             id=replica_id,
             host=socket.gethostname(),
             pid=os.getpid(),
-            version=_version(),
+            version=dm_jobd_version(),
             started=now,
             last_seen=now,
         )

@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 
 from daemon.contracts import JobStatus
+from daemon.version import dm_jobd_version
 
 __all__ = ["parser"]
 
 _EPILOG = """exit codes: 0 success; 1 an error answer, or a job that did not complete (submit --wait,
 events --job, logs --follow); 2 bad usage, a bad setting, no broker, refused credentials, or no answer
 in time"""
-
-
-def _version() -> str:
-    try:
-        return version("dm-jobd")
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown (not installed)"
 
 
 def _moment(text: str) -> datetime:
@@ -52,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         parents=[_shared(suppress=False)],
     )
-    top.add_argument("--version", action="version", version=f"dm-jobd {_version()}")
+    top.add_argument("--version", action="version", version=f"dm-jobd {dm_jobd_version()}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = [_shared(suppress=True)]
 

@@ -8,7 +8,12 @@ if TYPE_CHECKING:
     from daemon.config import Settings
     from daemon.store.sql import SqlStore
 
-__all__ = ["store_for"]
+__all__ = ["is_postgres_url", "store_for"]
+
+
+def is_postgres_url(value: str) -> bool:
+    """Whether ``DM_JOBD_STORE`` names a PostgreSQL database (else it is a SQLite file)."""
+    return value.startswith(("postgresql://", "postgres://"))
 
 
 def store_for(settings: Settings) -> SqlStore:

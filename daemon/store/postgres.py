@@ -22,7 +22,7 @@ from daemon.store.sql import ADDED_COLUMNS, SCHEMA_VERSION, Conn, Cursor, Dialec
 
 # SQL here is built only from this module's own constants, never from input.
 
-__all__ = ["PostgresStore", "is_postgres_url", "safe_url"]
+__all__ = ["PostgresStore", "safe_url"]
 
 #: The tables as SQLite's, in PostgreSQL's types: times stay ISO 8601 text (UTC), as in SQLite, so
 #: both engines compare and page them the same way.
@@ -98,10 +98,6 @@ CREATE TABLE IF NOT EXISTS writeback (
 
 #: Any constant: the key of the advisory lock migrations take (``dm-jobd`` in ASCII).
 _MIGRATION_LOCK = 0x646D2D6A6F6264
-
-
-def is_postgres_url(value: str) -> bool:
-    return value.startswith(("postgresql://", "postgres://"))
 
 
 def safe_url(url: str) -> str:

@@ -169,6 +169,11 @@ def _at(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+def _outbox_row(row: Row) -> OutboxRow:
+    message = Outgoing(row["routing_key"], row["message_id"], bytes(row["body"]), _headers(row["headers"]))
+    return OutboxRow(row["id"], message)
+
+
 def _row_to_record(row: Row) -> JobRecord:
     return JobRecord(
         uid=row["uid"],
@@ -721,14 +726,7 @@ class SqlStore:
 
         def op(conn: Conn) -> list[OutboxRow]:
             rows = conn.execute(sql, (owner, _ts(until), _utc(now), owner, limit)).fetchall()
-            claimed = [
-                OutboxRow(
-                    r["id"],
-                    Outgoing(r["routing_key"], r["message_id"], bytes(r["body"]), _headers(r["headers"])),
-                )
-                for r in rows
-            ]
-            return sorted(claimed, key=lambda row: row.id)  # RETURNING promises no order
+            return sorted(map(_outbox_row, rows), key=lambda row: row.id)  # RETURNING promises no order
 
         return await self._write(op)
 
@@ -737,13 +735,7 @@ class SqlStore:
             rows = conn.execute(
                 "SELECT id, routing_key, message_id, body, headers FROM outbox ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
-            return [
-                OutboxRow(
-                    r["id"],
-                    Outgoing(r["routing_key"], r["message_id"], bytes(r["body"]), _headers(r["headers"])),
-                )
-                for r in rows
-            ]
+            return [_outbox_row(r) for r in rows]
 
         return await self._read(op)
 
