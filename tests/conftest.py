@@ -301,3 +301,21 @@ async def postgres_server() -> AsyncIterator[PrivatePostgres]:
 async def postgres_url(postgres_server: PrivatePostgres) -> str:
     """An empty database of its own on the session's PostgreSQL."""
     return await postgres_server.new_database()
+
+
+# -- a three-node RabbitMQ cluster on loopback (tests/rabbit_cluster.py), for failover with real faults --
+
+from rabbit_cluster import RabbitCluster  # noqa: E402 (this section's own imports)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RabbitCluster]:
+    """Nodes rc1..rc3, joined, for the module that asks (about 13 s to start); stopped after it."""
+    require_rabbitmq()
+    cluster = RabbitCluster(tmp_path_factory.mktemp("cluster"))
+    await cluster.start()
+    print(f"cluster started: boot {cluster.timings['boot']:.1f} s, join {cluster.timings['join']:.1f} s")
+    try:
+        yield cluster
+    finally:
+        await cluster.stop()

@@ -23,7 +23,7 @@ from .process import (
     tail,
     terminate,
 )
-from .rabbitmq import CTL, DIAGNOSTICS, LocalBrokerError, ensure_installed
+from .rabbitmq import CTL, DIAGNOSTICS, QUEUES, LocalBrokerError, ensure_installed
 from .state import StateFile
 
 __all__ = ["LocalBroker"]
@@ -40,15 +40,27 @@ class LocalBroker:
     """
 
     def __init__(
-        self, base_dir: Path, *, name: str = "dmjobd", port: int | None = None, management: bool = False
+        self,
+        base_dir: Path,
+        *,
+        name: str = "dmjobd",
+        port: int | None = None,
+        management: bool = False,
+        epmd_port: int | None = None,
+        home: Path | None = None,
     ) -> None:
+        """``epmd_port`` and ``home`` are for the nodes of a cluster on one host, which share one epmd
+        and one Erlang cookie (in ``home``); a node given ``epmd_port`` leaves that epmd running when it
+        stops, since its peers still use it (whoever runs the cluster stops it last)."""
         if not _NAME_RE.match(name):
             raise ValueError(f"broker name must match {_NAME_RE.pattern}: {name!r}")
         self._base = Path(base_dir).absolute()
         self._base.mkdir(parents=True, exist_ok=True)
         self._management = management
+        self._home = Path(home).absolute() if home is not None else None
+        self._own_epmd = epmd_port is None
         self._lock = asyncio.Lock()
-        self._state_file = StateFile(self._base, name, port=port, management=management)
+        self._state_file = StateFile(self._base, name, port=port, management=management, epmd=epmd_port)
         self._state = self._state_file.resolve()
 
     # ------------------------------------------------------------------ public surface
@@ -60,6 +72,16 @@ class LocalBroker:
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self._state.amqp}/"
+
+    @property
+    def node(self) -> str:
+        """The Erlang node name (``name@localhost``): what ``join_cluster`` and queue leaders name."""
+        return f"{self._state.name}@localhost"
+
+    @property
+    def port(self) -> int:
+        """The AMQP port."""
+        return self._state.amqp
 
     @property
     def management_url(self) -> str | None:
@@ -85,6 +107,25 @@ class LocalBroker:
             self._url_path.unlink(missing_ok=True)  # readers must not pick up a dying node's URL
             await self._kill_node(None)
 
+    async def kill(self) -> None:
+        """``kill -9`` the node: the crash a drill wants (no clean shutdown, no goodbye to its peers).
+
+        Returns once the node is gone and its AMQP port closed, so a client's next connection attempt
+        finds no node there. The port is the sign, not the process: the VM's main thread shows as a
+        zombie while its other threads, which hold the sockets, are still exiting.
+        """
+        async with self._lock:
+            pid = self._running_pid()
+            self._url_path.unlink(missing_ok=True)
+            if pid is None:
+                return
+            await terminate(pid, kill_at_once=True)
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while await port_open(self._state.amqp):
+                if time.monotonic() >= deadline:
+                    raise LocalBrokerError(f"broker {self._state.name!r} still listens after SIGKILL")
+                await asyncio.sleep(_POLL)
+
     async def restart(self) -> None:
         """Stop and start again on the same ports and data, so clients can reconnect to the same URL."""
         await self.stop()
@@ -95,9 +136,20 @@ class LocalBroker:
 
         The broker's own tool, for drills and tests that fault the broker the way an operator would.
         """
-        code, out = await self._run(str(CTL), *args)
+        return await self._tool(CTL, *args)
+
+    async def diagnostics(self, *args: str) -> str:
+        """Run ``rabbitmq-diagnostics`` against this node (``check_running``, ``cluster_status``...)."""
+        return await self._tool(DIAGNOSTICS, *args)
+
+    async def queues(self, *args: str) -> str:
+        """Run ``rabbitmq-queues`` against this node (``quorum_status <queue>``...)."""
+        return await self._tool(QUEUES, *args)
+
+    async def _tool(self, program: Path, *args: str) -> str:
+        code, out = await self._run(str(program), *args)
         if code != 0:
-            raise LocalBrokerError(f"rabbitmqctl {' '.join(args)} failed ({code}): {out.strip()[-500:]}")
+            raise LocalBrokerError(f"{program.name} {' '.join(args)} failed ({code}): {out.strip()[-500:]}")
         return out
 
     @property
@@ -140,7 +192,10 @@ class LocalBroker:
 
     async def _run(self, *argv: str, limit: float = CLI_TIMEOUT) -> tuple[int, str]:
         """Run a RabbitMQ/Erlang CLI tool with the node's environment; never raises on failure."""
-        return await run_tool(*argv, env=node_env(self._base, self._state), cwd=self._base, limit=limit)
+        return await run_tool(*argv, env=self._env(), cwd=self._base, limit=limit)
+
+    def _env(self) -> dict[str, str]:
+        return node_env(self._base, self._state, self._home)
 
     # ------------------------------------------------------------------ start/stop
 
@@ -160,10 +215,10 @@ class LocalBroker:
                 self._url_path.write_text(self.url + "\n")
                 return False
             self._state_file.repick_busy_ports(self._state, keep_ports=keep_ports)
-            write_config(self._base, self._state, management=self._management)
+            write_config(self._base, self._state, management=self._management, home=self._home)
             self._pid_path.unlink(missing_ok=True)
             self._url_path.unlink(missing_ok=True)
-            wrapper = await spawn(self._server_log, node_env(self._base, self._state), self._base)
+            wrapper = await spawn(self._server_log, self._env(), self._base)
             try:
                 await self._wait_ready(wrapper, deadline)
             except BaseException:
@@ -180,7 +235,8 @@ class LocalBroker:
             await terminate(pid)
         if wrapper is not None and proc_alive(wrapper):
             await terminate(wrapper)
-        await kill_epmd(node_env(self._base, self._state), self._base)
+        if self._own_epmd:
+            await kill_epmd(self._env(), self._base)
         self._pid_path.unlink(missing_ok=True)
         self._url_path.unlink(missing_ok=True)
 

@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
 
 from .state import State
 
-__all__ = ["PID_FILE", "enabled_plugins", "node_env", "write_config"]
+__all__ = ["PID_FILE", "enabled_plugins", "home_of", "node_env", "write_config"]
 
 #: Written by the node itself.
 PID_FILE = "rabbitmq.pid"
 
 
-def write_config(base: Path, state: State, *, management: bool) -> None:
+def home_of(base: Path, home: Path | None) -> Path:
+    """HOME of a node's server and CLI: its own, or one shared by the nodes of a cluster (one cookie)."""
+    return home if home is not None else base / "home"
+
+
+def write_config(base: Path, state: State, *, management: bool, home: Path | None = None) -> None:
     """Rewritten on every start so a change of options (management) takes effect."""
-    home = base / "home"
-    home.mkdir(exist_ok=True, mode=0o700)
+    home = home_of(base, home)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
     for sub in ("mnesia", "log"):
         (base / sub).mkdir(exist_ok=True)
     cookie = home / ".erlang.cookie"
     if not cookie.exists():
         # Written before the first start: if the server and a CLI call both created one, they'd differ.
-        fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-        with os.fdopen(fd, "w") as fh:
-            fh.write("".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(32)))
+        # Exclusive, so nodes of a cluster starting together on one HOME keep the first one's cookie.
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "w") as fh:
+                fh.write("".join(secrets.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(32)))
     conf = [
         "# Written by daemon.localbroker on every start; edits are lost.",
         "log.console = false",
@@ -51,7 +59,7 @@ def enabled_plugins(base: Path) -> str:
         return ""
 
 
-def node_env(base: Path, state: State) -> dict[str, str]:
+def node_env(base: Path, state: State, home: Path | None = None) -> dict[str, str]:
     """The environment of server and CLI alike: they must agree on HOME (cookie), name and epmd."""
     env = {
         k: v
@@ -61,7 +69,7 @@ def node_env(base: Path, state: State) -> dict[str, str]:
     s, b = state, base
     loopback = "-kernel inet_dist_use_interface {127,0,0,1}"
     env.update(
-        HOME=str(b / "home"),
+        HOME=str(home_of(b, home)),
         LANG="C.UTF-8",
         LC_ALL="C.UTF-8",
         RABBITMQ_NODENAME=f"{s.name}@localhost",

@@ -145,9 +145,12 @@ async def _wait_exit(pid: int, seconds: float) -> bool:
     return True
 
 
-async def terminate(pid: int) -> None:
-    """SIGTERM is RabbitMQ's clean shutdown (~1 s); SIGKILL only if it hangs."""
-    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 10.0)):
+async def terminate(pid: int, *, kill_at_once: bool = False) -> None:
+    """SIGTERM is RabbitMQ's clean shutdown (~1 s); SIGKILL only if it hangs, or at once when asked."""
+    steps = (
+        [(signal.SIGKILL, 10.0)] if kill_at_once else [(signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 10.0)]
+    )
+    for sig, wait in steps:
         try:
             os.kill(pid, sig)
         except ProcessLookupError:

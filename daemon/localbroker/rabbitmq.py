@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CTL", "DIAGNOSTICS", "EPMD", "RABBITMQ_BIN", "SERVER", "LocalBrokerError", "ensure_installed"]
+__all__ = [
+    "CTL",
+    "DIAGNOSTICS",
+    "EPMD",
+    "QUEUES",
+    "RABBITMQ_BIN",
+    "SERVER",
+    "LocalBrokerError",
+    "ensure_installed",
+]
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 SERVER = RABBITMQ_BIN / "rabbitmq-server"
 DIAGNOSTICS = RABBITMQ_BIN / "rabbitmq-diagnostics"
 CTL = RABBITMQ_BIN / "rabbitmqctl"
+QUEUES = RABBITMQ_BIN / "rabbitmq-queues"
 EPMD = "epmd"
 _INSTALL_HINT = (
     "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server"

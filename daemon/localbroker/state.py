@@ -88,11 +88,14 @@ def saved_name(base: Path) -> str | None:
 class StateFile:
     """The state file of one base folder, for a node of the given name and options."""
 
-    def __init__(self, base: Path, name: str, *, port: int | None, management: bool) -> None:
+    def __init__(
+        self, base: Path, name: str, *, port: int | None, management: bool, epmd: int | None = None
+    ) -> None:
         self._base = base
         self._name = name
         self._explicit_port = port
         self._management = management
+        self._explicit_epmd = epmd
 
     @property
     def path(self) -> Path:
@@ -128,6 +131,8 @@ class StateFile:
             changed = False
             if self._explicit_port is not None and state.amqp != self._explicit_port:
                 state.amqp, changed = self._explicit_port, True
+            if self._explicit_epmd is not None and state.epmd != self._explicit_epmd:
+                state.epmd, changed = self._explicit_epmd, True
             if self._management and state.management is None:
                 state.management, changed = pick_ports(1, state.ports())[0], True
             if changed:
@@ -136,10 +141,12 @@ class StateFile:
         raise LocalBrokerError(f"cannot read or create {self.path}")
 
     def _fresh(self) -> State:
-        taken = {self._explicit_port} if self._explicit_port is not None else set()
+        taken = {p for p in (self._explicit_port, self._explicit_epmd) if p is not None}
         amqp, dist, epmd = pick_ports(3, taken)
         if self._explicit_port is not None:
             amqp = self._explicit_port
+        if self._explicit_epmd is not None:  # shared with the other nodes of a cluster
+            epmd = self._explicit_epmd
         taken |= {amqp, dist, epmd}
         ctl = pick_ports(CTL_RANGE, taken, consecutive=True)
         state = State(self._name, amqp, dist, epmd, ctl[0], ctl[-1])
