@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     amqp_url: SecretStr | None = Field(
-        default=None, description="Broker URL; when unset, `dm-jobd run` starts a private local broker"
+        default=None,
+        description="Broker URL, or several comma-separated (the nodes of one cluster, tried in turn, at "
+        "connect and on every reconnect); when unset, `dm-jobd run` starts a private local broker",
     )
     state_dir: Path = Field(default=Path(".state"), description="Project-local folder for all state")
     store: SecretStr | None = Field(
@@ -127,8 +129,22 @@ class Settings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and (problem := broker_url_problem(value.get_secret_value())):
-            raise ValueError(problem)
+        """Each of several URLs checked on its own; the message says which, never what it holds."""
+        if value is None:
+            return None
+        parts = [part.strip() for part in value.get_secret_value().split(",") if part.strip()]
+        if not parts:
+            raise ValueError("no broker URL")
+        for at, part in enumerate(parts, 1):
+            if problem := broker_url_problem(part):
+                if len(parts) == 1:
+                    raise ValueError(problem)
+                # Without the problem's details: a piece split off at a password's own comma would
+                # have them quote that password's pieces (as a port, or a scheme).
+                raise ValueError(
+                    f"URL {at} of {len(parts)} is not a broker URL (expected amqp://user:password@host:5672/"
+                    "vhost; several are separated by commas, and a comma inside a password is written %2C)"
+                )
         return value
 
     @field_validator("state_dir")

@@ -3,6 +3,10 @@
 The daemon side declares the topology, consumes commands, publishes events with confirms and answers
 on reply queues; the client side makes RPC calls over direct reply-to and subscribes to events. Both
 sit on robust connections, which redeclare what they declared after the broker comes back.
+
+A broker URL may name several brokers, comma-separated: the nodes of one cluster. Every connection
+made here (the robust ones, the answers' own) tries them in turn, at connect and on every reconnect,
+so a node that goes away sends its clients to the next one instead of keeping them waiting for it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
@@ -25,6 +30,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from yarl import URL
 
 from daemon.bus.message import Answerer, BusUnavailable, Delivery, Handler, Verdict
@@ -59,6 +65,8 @@ __all__ = [
     "IdentityResponder",
     "Replier",
     "RpcClient",
+    "broker_address",
+    "broker_urls",
     "connect",
     "connect_once",
     "connect_when_up",
@@ -73,18 +81,7 @@ class AmqpUnavailable(BusUnavailable):
     """The broker could not take a publish (outage, closed channel, negative confirm)."""
 
 
-async def connect(
-    url: str, *, name: str = "dm-jobd", reconnect_interval: float = 0.5, timeout: float | None = None
-) -> AbstractRobustConnection:
-    """Open a robust connection; consumers and declarations come back by themselves after an outage."""
-    parsed = URL(url)
-    if "reconnect_interval" not in parsed.query:
-        parsed = parsed.update_query(reconnect_interval=str(reconnect_interval))
-    return await aio_pika.connect_robust(parsed, client_properties={"connection_name": name}, timeout=timeout)
-
-
-#: The daemon's broker connection, as the rest of the daemon names its type.
-Connection = AbstractRobustConnection
+T = TypeVar("T")
 
 #: Connection failures that no wait will cure: the broker answered, and said no.
 _REFUSALS = (
@@ -92,6 +89,96 @@ _REFUSALS = (
     aiormq.exceptions.AuthenticationError,
     aiormq.exceptions.ConnectionNotAllowed,
 )
+
+
+def broker_urls(url: str | Sequence[str]) -> list[str]:
+    """The brokers a URL setting names: one URL, or several separated by commas (one cluster's nodes).
+
+    A comma inside a password is written ``%2C``, as any reserved character in a URL's user part.
+    """
+    parts = url.split(",") if isinstance(url, str) else list(url)
+    urls = [part.strip() for part in parts if part.strip()]
+    if not urls:
+        raise ValueError("no broker URL")
+    return urls
+
+
+class FailoverConnection(aio_pika.RobustConnection):
+    """A robust connection over the nodes of one cluster: after each lost connection or failed attempt,
+    the next attempt goes to the next node, round the list.
+
+    Why a subclass: aio-pika's robust connection reconnects to its one URL for ever, so a node that is
+    gone for good would keep its clients from the nodes that still run. Each of its attempts, first
+    or reconnect, connects to ``self.url``, and each loss or failed attempt passes through
+    ``_on_connection_close`` before the next: moving ``url`` on there is the whole of failover, and the
+    rest (restoring channels, declarations, consumers, the reconnect callbacks) stays aio-pika's.
+    """
+
+    def __init__(self, urls: Sequence[URL], first: int = 0, **kwargs: Any) -> None:
+        self._urls = list(urls)
+        self._at = first
+        super().__init__(self._urls[first], **kwargs)
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        await super()._on_connection_close(closing)
+        if len(self._urls) > 1 and not self._close_called and not self.is_closed:
+            self._at = (self._at + 1) % len(self._urls)
+            self.url = self._urls[self._at]
+
+
+async def _first_up(urls: Sequence[URL], first: int, attempt: Callable[[int], Awaitable[T]]) -> tuple[int, T]:
+    """``attempt`` on each node in turn from ``first``: the first that connects, and its index.
+
+    None connecting: a refusal if any node refused (the credentials are the cluster's, so waiting
+    would not help), else the last node's failure.
+    """
+    refusal: BaseException | None = None
+    failure: BaseException | None = None
+    for step in range(len(urls)):
+        at = (first + step) % len(urls)
+        try:
+            return at, await attempt(at)
+        except _REFUSALS as exc:
+            refusal = exc
+        except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
+            failure = exc
+    raise (refusal or failure or ConnectionError("no broker URL"))
+
+
+def _with_interval(url: str, reconnect_interval: float) -> URL:
+    parsed = URL(url)
+    if "reconnect_interval" not in parsed.query:
+        parsed = parsed.update_query(reconnect_interval=str(reconnect_interval))
+    return parsed
+
+
+async def connect(
+    url: str | Sequence[str],
+    *,
+    name: str = "dm-jobd",
+    reconnect_interval: float = 0.5,
+    timeout: float | None = None,
+) -> AbstractRobustConnection:
+    """Open a robust connection to the first node that answers; consumers and declarations come back
+    by themselves after an outage, on whichever node answers then (:class:`FailoverConnection`)."""
+    urls = [_with_interval(u, reconnect_interval) for u in broker_urls(url)]
+
+    async def attempt(at: int) -> FailoverConnection:
+        connection = FailoverConnection(urls, at, client_properties={"connection_name": name})
+        try:
+            await connection.connect(timeout=timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        return connection
+
+    _, connection = await _first_up(urls, 0, attempt)
+    return connection
+
+
+#: The daemon's broker connection, as the rest of the daemon names its type.
+Connection = AbstractRobustConnection
 
 
 class BrokerRefused(Exception):
@@ -102,25 +189,38 @@ class BrokerUnreachable(Exception):
     """No broker answered at the URL's address (not running, wrong host or port, a firewall)."""
 
 
-def broker_address(url: str) -> str:
-    """``host:port/vhost`` of a broker URL: what messages may show of it (never the credentials)."""
+def broker_address(url: str | Sequence[str]) -> str:
+    """``host:port/vhost`` of a broker URL, or of each of several: what messages may show of them
+    (never the credentials)."""
+    return ", ".join(_address(u) for u in broker_urls(url))
+
+
+def _address(url: str) -> str:
     parsed = URL(url)
     port = parsed.port or (5671 if parsed.scheme == "amqps" else 5672)
     vhost = parsed.path[1:] if parsed.path not in ("", "/") else ""
     return f"{parsed.host}:{port}" + (f" (virtual host {vhost!r})" if vhost else "")
 
 
-def _scrubbed(exc: BaseException, url: str) -> str:
+def _scrubbed(exc: BaseException, url: str | Sequence[str]) -> str:
+    """An error's text without any of the URLs' passwords, as written or percent-decoded."""
     text = str(exc) or type(exc).__name__
-    password = URL(url).password
-    return text.replace(password, "***") if password else text
+    for one in broker_urls(url):
+        parsed = URL(one)  # yarl decodes some escapes (%2C) even in raw_password: the text as written too
+        secrets = {parsed.password, parsed.raw_password, urlsplit(one).password}
+        for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+            text = text.replace(secret, "***")
+    return text
 
 
-async def connect_once(url: str, *, name: str, timeout: float = 10.0) -> AbstractRobustConnection:
+async def connect_once(
+    url: str | Sequence[str], *, name: str, timeout: float = 10.0
+) -> AbstractRobustConnection:
     """Connect, or fail at once with :class:`BrokerRefused` / :class:`BrokerUnreachable`.
 
     For clients and tools: a person at a prompt wants one clear line now, not a wait for a broker
-    that may never come (the daemon waits instead, with :func:`connect_when_up`).
+    that may never come (the daemon waits instead, with :func:`connect_when_up`). With several URLs,
+    each node is tried once, in order; the error names every address.
     """
     try:
         return await connect(url, name=name, timeout=timeout)
@@ -135,7 +235,7 @@ async def connect_once(url: str, *, name: str, timeout: float = 10.0) -> Abstrac
 
 
 async def connect_when_up(
-    url: str,
+    url: str | Sequence[str],
     *,
     log: Callable[..., Any],
     name: str = "dm-jobd",
@@ -145,7 +245,8 @@ async def connect_when_up(
     """Connect, waiting for the broker with a growing back-off: one log line per failed attempt.
 
     A daemon started before its broker (a compose file, a restart of both) comes up when the broker
-    does instead of exiting. A refusal (wrong password, no such virtual host) raises ``BrokerRefused``.
+    does instead of exiting. Each attempt tries every node of several URLs once. A refusal (wrong
+    password, no such virtual host) raises ``BrokerRefused``.
     """
     attempt = 0
     while True:
@@ -160,7 +261,8 @@ async def connect_when_up(
             log(
                 "the broker is not reachable; waiting",
                 attempt=attempt,
-                error=str(exc) or type(exc).__name__,
+                address=broker_address(url),
+                error=_scrubbed(exc, url),
                 retry_in=backoff,
             )
         await asyncio.sleep(backoff)  # a back-off between attempts, not a synchronisation
@@ -423,12 +525,13 @@ class Replier:
     Here it costs a reconnect of this connection alone. Answers are published with confirms; those in
     flight when the connection closed with 541 are suspects and are published again one at a time, so
     the one that closes it again is known: it is dropped and logged once, the others are delivered.
-    Answers wait for the broker while it is away, each until its ``ttl`` is over.
+    Answers wait for the broker while it is away, each until its ``ttl`` is over. With several broker
+    URLs it connects to the first node that answers, starting from the one after the node it lost.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         log: Callable[..., Any],
         ttl: float = 30.0,
@@ -437,6 +540,8 @@ class Replier:
         name: str = "dm-jobd answers",
     ) -> None:
         self._url = url
+        self._urls = [URL(u) for u in broker_urls(url)]
+        self._at = 0
         self._log = log
         self._ttl = ttl
         self._max_pending = max_pending
@@ -491,7 +596,7 @@ class Replier:
             except Exception as exc:
                 if self._closing:
                     return
-                self._log("answers wait for the broker", error=str(exc), retry_in=backoff)
+                self._log("answers wait for the broker", error=_scrubbed(exc, self._url), retry_in=backoff)
                 await asyncio.sleep(backoff)  # a back-off between attempts, not a synchronisation
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -524,10 +629,15 @@ class Replier:
         if self._channel is not None and not self._channel.is_closed:
             return self._channel
         await self._reset()
-        self._connection = await aio_pika.connect(
-            self._url, client_properties={"connection_name": self._name}, timeout=self._timeout
-        )
-        self._channel = await self._connection.channel(publisher_confirms=True)
+
+        async def attempt(at: int) -> aio_pika.abc.AbstractConnection:
+            return await aio_pika.connect(
+                self._urls[at], client_properties={"connection_name": self._name}, timeout=self._timeout
+            )
+
+        self._at, connection = await _first_up(self._urls, self._at, attempt)
+        self._connection = connection
+        self._channel = await connection.channel(publisher_confirms=True)
         return self._channel
 
     async def _publish(self, channel: AbstractChannel, reply: _Reply) -> BaseException | None:
@@ -549,6 +659,8 @@ class Replier:
     async def _reset(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None:
+            # The node it was on went away or closed it: the next connection tries the next node first.
+            self._at = (self._at + 1) % len(self._urls)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), self._timeout)
 
@@ -780,17 +892,24 @@ async def identify(connection: AbstractRobustConnection, timeout: float) -> list
 
 
 class RpcClient:
-    """Sends commands and awaits their answers over RabbitMQ's direct reply-to."""
+    """Sends commands and awaits their answers over RabbitMQ's direct reply-to.
+
+    A command sent while the connection is down (its node went away, another is being reached) waits
+    for the connection to come back, within the command's timeout, instead of failing at once.
+    """
 
     def __init__(self, connection: AbstractRobustConnection) -> None:
         self._connection = connection
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
+        #: Set while the reply channel is open on a live connection.
+        self._ready = asyncio.Event()
 
     async def start(self) -> None:
         await self._open()
         self._connection.reconnect_callbacks.add(self._on_reconnect)
+        self._connection.close_callbacks.add(self._on_close)
 
     async def _open(self) -> None:
         # Direct reply-to is a pseudo-queue a robust channel cannot redeclare after a reconnect, so
@@ -801,13 +920,19 @@ class RpcClient:
         )
         replies = await self._channel.get_queue(DIRECT_REPLY_TO, ensure=False)
         await replies.consume(self._on_reply, no_ack=True)
+        self._ready.set()
 
-    async def _on_reconnect(self, *_: Any) -> None:
-        """Answers to requests sent before the outage are gone (direct reply-to keeps nothing): fail them."""
+    def _on_close(self, *_: Any) -> None:
+        """Answers to requests sent before the outage are gone (direct reply-to keeps nothing): fail them
+        now rather than at their timeout, and hold new requests until the reply channel is back."""
+        self._ready.clear()
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(ConnectionError("the broker connection was lost before the answer came"))
         self._waiting.clear()
+
+    async def _on_reconnect(self, *_: Any) -> None:
+        self._on_close()
         old, self._channel = self._channel, None
         if old is not None:
             with contextlib.suppress(Exception):
@@ -829,9 +954,18 @@ class RpcClient:
         timeout: float = 30.0,
         headers: Mapping[str, str] | None = None,
     ) -> bytes | None:
-        """Publish one command; with ``expect_reply`` wait for its answer (``TimeoutError`` past timeout)."""
+        """Publish one command; with ``expect_reply`` wait for its answer (``TimeoutError`` past timeout).
+
+        A request whose connection is lost before its answer comes raises ``ConnectionError``: sending
+        it again is safe for a start (its ``message_id`` is its idempotency key) and for every query.
+        """
         if self._exchange is None:
             raise RuntimeError("RpcClient.start() was not called")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not self._ready.is_set():  # failing over to another node: wait for it, within the timeout
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        exchange = self._exchange
         correlation_id = uuid.uuid4().hex
         message = aio_pika.Message(
             body,
@@ -843,14 +977,19 @@ class RpcClient:
             reply_to=DIRECT_REPLY_TO if expect_reply else None,
             headers=dict(headers) if headers else None,
         )
-        if not expect_reply:
-            await self._exchange.publish(message, routing_key=kind, mandatory=False)
-            return None
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting[correlation_id] = future
+        future: asyncio.Future[bytes] | None = None
+        if expect_reply:
+            future = self._waiting[correlation_id] = loop.create_future()
         try:
-            await self._exchange.publish(message, routing_key=kind, mandatory=False)
-            return await asyncio.wait_for(future, timeout)
+            try:
+                await exchange.publish(message, routing_key=kind, mandatory=False)
+            except CONNECTION_EXCEPTIONS as exc:  # lost in the instant between ready and sent
+                raise ConnectionError(
+                    f"the broker connection was lost before the command was sent: {exc}"
+                ) from None
+            if future is None:
+                return None
+            return await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
         finally:
             self._waiting.pop(correlation_id, None)
 

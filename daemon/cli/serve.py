@@ -43,7 +43,7 @@ def run_daemon(settings: Settings) -> int:
     child processes, which hangs under uvloop, while the daemon itself runs on uvloop when installed.
     """
     from daemon.app import Daemon
-    from daemon.bus.amqp import BrokerRefused, broker_address
+    from daemon.bus.amqp import BrokerRefused, broker_address, broker_urls
     from daemon.localbroker import LocalBroker, ensure_installed
     from daemon.presence import StoreMismatch
 
@@ -52,6 +52,11 @@ def run_daemon(settings: Settings) -> int:
     started_here = False
     if settings.amqp_url is not None:
         url = settings.amqp_url.get_secret_value()
+        if len(broker_urls(url)) > 1:  # say which nodes it moves between, never their credentials
+            log.info(
+                "several brokers: each connection moves to the next when it loses one",
+                addresses=broker_address(url),
+            )
     else:
         ensure_installed()
         broker = LocalBroker(settings.state_dir / "broker")

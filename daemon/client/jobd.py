@@ -7,6 +7,7 @@ they raise error answers as exceptions. The methods that return an :class:`Answe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -30,6 +31,23 @@ from daemon.contracts import (
 
 __all__ = ["JobdClient"]
 
+#: Commands sent once more when the connection is lost before their answer (its node went away): the
+#: queries, and the starts whose message id is their idempotency key (the daemon answers a repeat as
+#: it answered the first). Others (progress, stop, schedule changes) are left to the caller.
+_REPEATABLE = frozenset(
+    {
+        "job.status",
+        "job.result",
+        "job.list",
+        "job.logs",
+        "runner.list",
+        "replica.list",
+        "schedule.list",
+        "schedule.show",
+    }
+)
+_IDEMPOTENT_BY_ID = frozenset({"job.start", "job.rerun"})
+
 
 class JobdClient:
     def __init__(self, connection: Any, rpc: amqp.RpcClient, *, timeout: float) -> None:
@@ -43,8 +61,11 @@ class JobdClient:
     ) -> JobdClient:
         """Connect to ``url``; by default ``DM_JOBD_AMQP_URL``, else the local broker (``dm-jobd run``).
 
-        Fails at once, without waiting for a broker: :class:`NoBroker` when none is configured or
-        running, ``BrokerUnreachable`` when none answers, ``BrokerRefused`` for bad credentials.
+        ``url`` may name several brokers, comma-separated (one cluster's nodes): the first that answers
+        is used, and when the connection to it is lost the client reconnects to the next; a call made
+        meanwhile waits for that, within its timeout. Fails at once, without waiting for a broker:
+        :class:`NoBroker` when none is configured or running, ``BrokerUnreachable`` when none answers,
+        ``BrokerRefused`` for bad credentials.
         """
         connection = await amqp.connect_once(
             check_broker_url(url or broker_url()), name=name, timeout=timeout
@@ -79,13 +100,25 @@ class JobdClient:
         """Send any command and return its answer as a dict (``TimeoutError`` if none comes).
 
         ``trace`` continues a W3C trace: the command, and for a start the job, its events and its
-        environment, carry it (a start without one begins a new trace).
+        environment, carry it (a start without one begins a new trace). A command whose answer was
+        lost with its broker node is sent once more, through the next node, when repeating it is
+        harmless (a query, or a start with a message id); otherwise ``ConnectionError`` is raised.
         """
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         headers = trace.headers() if trace is not None else None
-        reply = await self._rpc.send(
-            kind, raw, message_id=message_id, timeout=timeout or self.timeout, headers=headers
-        )
+        repeatable = kind in _REPEATABLE or (kind in _IDEMPOTENT_BY_ID and message_id is not None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.timeout)
+        while True:
+            try:
+                reply = await self._rpc.send(
+                    kind, raw, message_id=message_id, timeout=deadline - loop.time(), headers=headers
+                )
+                break
+            except ConnectionError:
+                if not repeatable or loop.time() >= deadline:
+                    raise
+                repeatable = False  # once: a second loss in a row is not a node going away
         assert reply is not None
         answer: dict[str, Any] = json.loads(reply)
         return answer

@@ -1,5 +1,8 @@
 """Where the broker is: ``DM_JOBD_AMQP_URL``, else the URL of a local broker that ``dm-jobd run`` started.
 
+``DM_JOBD_AMQP_URL`` may name several brokers, comma-separated (the nodes of one cluster): the client
+connects to the first that answers and moves to the next when it loses one.
+
 A local broker writes its URL to ``<state folder>/broker/url`` while it runs. The state folder is
 ``DM_JOBD_STATE_DIR`` when set, else ``.state`` in the working folder or the nearest folder above it
 that has one, so the CLI and the client find the broker from anywhere inside the checkout.
@@ -25,10 +28,22 @@ class BadBrokerUrl(ValueError):
 
 
 def check_broker_url(url: str) -> str:
-    """``url`` when it is an AMQP URL; :class:`BadBrokerUrl` saying what is wrong otherwise."""
-    problem = broker_url_problem(url)
-    if problem is not None:
-        raise BadBrokerUrl(problem)
+    """``url`` when it is an AMQP URL, or several comma-separated; :class:`BadBrokerUrl` saying what is
+    wrong otherwise (which of several, never the URL itself: it may hold a password)."""
+    parts = [part.strip() for part in url.split(",") if part.strip()]
+    if not parts:
+        raise BadBrokerUrl("no broker URL")
+    for at, part in enumerate(parts, 1):
+        problem = broker_url_problem(part)
+        if problem is not None and len(parts) == 1:
+            raise BadBrokerUrl(problem)
+        if problem is not None:
+            # Without the problem's details: a piece split off at a password's own comma would have
+            # them quote that password's pieces (as a port, or a scheme).
+            raise BadBrokerUrl(
+                f"URL {at} of {len(parts)} is not a broker URL (expected amqp://user:password@host:5672/"
+                "vhost; several are separated by commas, and a comma inside a password is written %2C)"
+            )
     return url
 
 
