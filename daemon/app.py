@@ -149,6 +149,8 @@ class Daemon:
             held=held,
             lead=s.schedule_lead_seconds,
             burst=s.schedule_burst,
+            owner=lambda: self.presence.id,
+            claim_seconds=s.schedule_claim_seconds,
         )
         self.schedules = ScheduleCommands(
             self.store, self.events, starts, clock=self.clock, reschedule=self.scheduler.reschedule
@@ -246,6 +248,10 @@ class Daemon:
             runners=[e.type for e in self.registry.entries() if e.runner is not None],
         )
 
+    async def _release_fire_claims(self) -> None:
+        """A stopping replica's claims go at once: the others need not wait for them to run out."""
+        await self.store.release_schedules(self.presence.id)
+
     async def _release_replica_id(self) -> None:
         self.presence.release_id()
 
@@ -307,6 +313,7 @@ class Daemon:
         self._on_close("hold channel", self._holder.close)
 
     async def _start_scheduler(self) -> int:
+        self._on_close("fire claims", self._release_fire_claims)  # after the scheduler has stopped
         schedules = await self.scheduler.start()
         self._on_close("scheduler", self.scheduler.close)
         self._schedule_events = await self.bus.subscribe(["schedule.*.*"])

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     schedule_burst: int = Field(
         default=100, gt=0, description="Fires due at one instant from which they are held in the broker early"
     )
+    schedule_claim_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a replica's claim on a due fire lasts: a replica that dies after claiming "
+        "a fire has it published by another this long after",
+    )
     schedule_lead_seconds: float = Field(
         default=30.0,
         ge=0,

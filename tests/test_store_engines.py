@@ -282,3 +282,56 @@ async def test_outbox_rows_are_claimed_by_one_relay_until_the_claim_runs_out(whe
         assert {r.id for r in again} == ids_b
     finally:
         await asyncio.gather(a.close(), b.close())
+
+
+async def test_a_due_fire_is_claimed_by_one_replica_until_recorded_or_run_out(where: str) -> None:
+    a, b = make_store(where), make_store(where)
+    await asyncio.gather(a.open(), b.open())
+    try:
+        due = NOW + timedelta(minutes=1)
+        uids: list[str] = []
+        for _ in range(30):
+            parent = record(JobStatus.REGISTERED)
+            schedule = ScheduleRecord(
+                uid=parent.uid, cron="* * * * *", time_zone="UTC", job={"type": "x"}, policy={},
+                created=NOW, next_fire=due,
+            )  # fmt: skip
+            await a.insert(parent, key=None, answer=b"{}", events=(), schedule=schedule)
+            uids.append(parent.uid)
+        until = due + timedelta(seconds=10)
+        early = await a.claim_schedules("a", uids, horizon=due - timedelta(seconds=1), now=due, until=until)
+        assert early == {}, "a fire not yet due by the horizon is nobody's"
+        won_a, won_b = await asyncio.gather(
+            a.claim_schedules("a", uids, horizon=due, now=due, until=until),
+            b.claim_schedules("b", uids, horizon=due, now=due, until=until),
+        )
+        assert not set(won_a) & set(won_b) and set(won_a) | set(won_b) == set(uids), "each fire one claim"
+        assert all(r.next_fire == due for r in (*won_a.values(), *won_b.values()))
+        assert await a.claim_schedules("a", list(won_b), horizon=due, now=due, until=until) == {}
+        assert set(await b.claim_schedules("b", list(won_b), horizon=due, now=due, until=until)) == set(won_b)
+
+        def fired(current: ScheduleRecord) -> ScheduleChange:
+            return ScheduleChange(
+                dataclasses.replace(current, last_fire=due, next_fire=due + timedelta(minutes=1))
+            )
+
+        first = uids[0]
+        owner, store = ("a", a) if first in won_a else ("b", b)
+        await store.modify_schedules({first: fired})
+        other = "b" if owner == "a" else "a"
+        assert await a.claim_schedules(other, [first], horizon=due, now=due, until=until) == {}, (
+            "a recorded fire is not claimed again"
+        )
+        later = due + timedelta(minutes=1)
+        assert set(await a.claim_schedules(other, [first], horizon=later, now=due, until=until)) == {first}, (
+            "recording the fire ended its claim: the next one is anyone's at once"
+        )
+        # b dies holding its claims: they run out; a stopping replica lets its own go at once
+        rest = [u for u in won_b if u != first]
+        assert await a.claim_schedules("a", rest, horizon=due, now=due, until=until) == {}
+        after = until + timedelta(seconds=1)
+        assert set(await a.claim_schedules("a", rest, horizon=due, now=after, until=after)) == set(rest)
+        assert await a.release_schedules("a") >= len(rest)
+        assert set(await b.claim_schedules("b", rest, horizon=due, now=due, until=until)) == set(rest)
+    finally:
+        await asyncio.gather(a.close(), b.close())

@@ -9,6 +9,13 @@ let at most one job start per fire. The command is published (and confirmed) *be
 ``last_fire`` advances, and the advance is a compare-and-set in the store: a crash in between fires
 again after the restart with the same id (a no-op), and of two daemons only one records the fire.
 
+One publish per fire across replicas: every replica keeps every schedule on its heap, but a due fire
+is published only by the replica whose *claim* on it the store granted (``claim_schedules``: one
+statement per instant and batch). The others put the schedule back for when the claim runs out and
+learn the winner's record from its ``fired`` event (recording a fire ends its claim). A claimant that
+dies leaves a claim that runs out after ``claim_seconds``: then another replica claims the fire and
+publishes it, late but not lost (the schedule's catch-up policy decides about fires due meanwhile).
+
 Bursts are handed to the broker early. When at least ``burst`` schedules fall due at one instant, their
 start commands are published up to ``lead`` seconds ahead into a hold queue that releases them at
 that instant (:mod:`daemon.scheduling.held`). Pause, removal and ``forbid`` are checked again when a
@@ -21,16 +28,19 @@ commands that change a schedule are :mod:`~daemon.scheduling.commands`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from daemon.clock import Clock, SystemClock
 from daemon.contracts import Log, Outgoing, ScheduleCloudEvent, ScheduleState
 from daemon.jobs.events import EventFactory
 from daemon.scheduling.commands import next_if_active
+from daemon.scheduling.cron import CronError
 from daemon.scheduling.fire import record_fire
 from daemon.scheduling.held import HeldBursts
+from daemon.scheduling.policy import Policy
 from daemon.scheduling.starts import Starts
 from daemon.store.records import JobStore, ScheduleRecord
 
@@ -50,6 +60,8 @@ class Scheduler:
         lead: float = 30.0,
         burst: int = 100,
         concurrency: int = 4096,
+        owner: Callable[[], str] | None = None,
+        claim_seconds: float = 10.0,
     ) -> None:
         self.store = store
         self.starts = starts
@@ -60,6 +72,9 @@ class Scheduler:
         self.held = held
         self.lead = timedelta(seconds=lead if held is not None else 0.0)
         self.burst = burst
+        #: This replica's id, for fire claims; None: the only scheduler on its store, no claims.
+        self.owner = owner
+        self.claim = timedelta(seconds=claim_seconds)
         self._heap: list[tuple[datetime, str]] = []
         self._next: dict[str, datetime] = {}
         self._wake = asyncio.Event()
@@ -178,23 +193,65 @@ class Scheduler:
         self._firing.add(task)
         task.add_done_callback(self._firing.discard)
 
+    async def _claimed(
+        self, uids: Sequence[str], records: Mapping[str, ScheduleRecord], horizon: datetime
+    ) -> dict[str, ScheduleRecord]:
+        """The due schedules whose fire this replica claimed, as they now are; the rest put back.
+
+        A schedule gone or paused is dropped; one whose fire another replica recorded meanwhile goes
+        to its recorded next fire; one another replica holds a claim on comes back when that claim
+        runs out, unless its ``fired`` event (:meth:`learn`) brings the next fire sooner.
+        """
+        if self.owner is None:
+            return {uid: records[uid] for uid in uids if uid in records}
+        due: list[str] = []
+        jitter = timedelta(0)
+        for uid in uids:
+            record = records.get(uid)
+            if record is None or record.state is not ScheduleState.ACTIVE or record.next_fire is None:
+                self._firing_at.pop(uid, None)
+            elif record.next_fire > horizon:
+                self.reschedule(uid, record.next_fire)
+            else:
+                due.append(uid)
+                with contextlib.suppress(CronError):
+                    jitter = max(jitter, Policy.from_entity(record.policy).jitter)
+        if not due:
+            return {}
+        now = self.clock.now()
+        won = await self.store.claim_schedules(
+            self.owner(), due, horizon=horizon, now=now, until=now + self.claim + jitter
+        )
+        for uid in due:
+            if uid not in won and uid not in self._next:  # not learned meanwhile: look again later
+                self.reschedule(uid, now + self.claim)
+        return won
+
     async def _fire_due(self, uids: list[str], held: datetime | None = None) -> None:
-        """Everything due at once: one store read for all of them, then each fires on its own."""
+        """Everything due at once: one store read and one claim for all of them, then each fires."""
+        horizon = held or self.clock.now()
         try:
             records = await self.store.get_schedules(uids)
+            if held is None or self.held is None:
+                records = await self._claimed(uids, records, horizon)
         except Exception as exc:  # the store is unavailable: try again shortly, lose nothing
             self.log.error("reading due schedules failed; retrying soon", error=repr(exc))
             for uid in uids:
                 self.reschedule(uid, held or self.clock.now() + timedelta(seconds=1))
             return
         if held is None or self.held is None:
-            await asyncio.gather(*(self._guarded_fire(uid, records.get(uid)) for uid in uids))
+            await asyncio.gather(*(self._guarded_fire(uid, record) for uid, record in records.items()))
             return
         fires: list[Outgoing] = []
         for start in range(0, len(uids), self.held.batch):
             chunk = uids[start : start + self.held.batch]
             try:
-                outcome = await self.held.hold_slice(chunk, records, held)
+                # Claimed a slice at a time: each claim covers only its own slice's hold and record.
+                claimed = await self._claimed(chunk, records, horizon)
+                chunk = list(claimed)
+                if not chunk:
+                    continue
+                outcome = await self.held.hold_slice(chunk, claimed, held)
             except Exception as exc:  # the broker or store failed the slice: fire at the instant instead
                 self.log.error("holding fires failed; they fire at their instant", error=repr(exc))
                 for uid in chunk:

@@ -340,6 +340,22 @@ class JobStore(Protocol):
         """
         ...
 
+    async def claim_schedules(
+        self, owner: str, uids: Sequence[str], *, horizon: datetime, now: datetime, until: datetime
+    ) -> dict[str, ScheduleRecord]:
+        """Claim the next fire of each of ``uids`` that is due by ``horizon``, until ``until``.
+
+        Of several replicas scheduling the same schedules, the one whose claim is granted publishes
+        the fire; the others wait for its record (which ends the claim) or for the claim to run out
+        (its claimant died). Granted only to an active schedule whose recorded next fire is due by
+        ``horizon``, with no live claim of another owner. Returns the claimed schedules as they now are.
+        """
+        ...
+
+    async def release_schedules(self, owner: str) -> int:
+        """A stopping replica lets its fire claims go, so the others need not wait for them to run out."""
+        ...
+
     async def outbox_done(self, ids: Sequence[int]) -> None: ...
 
     async def writebacks(self, now: float, limit: int) -> list[WritebackRow]:

@@ -93,8 +93,9 @@ _COLUMN_COUNT = len(_COLUMNS.split(","))
 #: 2: ``jobs.rerun_of`` and the index ``job.list`` pages through; 3: the indexes retention prunes by;
 #: 4: each job's trace context, and the AMQP headers of queued events; 5: the replicas table and the
 #: store's identity (``meta.store_id``); 6: job ownership (``owner``, ``owner_host``, ``lease_until``);
-#: 7: outbox claims (``claimed_by``, ``claimed_until``). Both engines share the numbers.
-SCHEMA_VERSION = 7
+#: 7: outbox claims (``claimed_by``, ``claimed_until``); 8: schedule fire claims (the same two
+#: columns on ``schedules``). Both engines share the numbers.
+SCHEMA_VERSION = 8
 
 #: Tables added after the first schema, in SQL both engines take as it is.
 ADDED_TABLES = (
@@ -139,6 +140,8 @@ ADDED_COLUMNS = (
     ("jobs", "lease_until", "TEXT"),
     ("outbox", "claimed_by", "TEXT"),
     ("outbox", "claimed_until", "TEXT"),
+    ("schedules", "claimed_by", "TEXT"),
+    ("schedules", "claimed_until", "TEXT"),
 )
 
 _ACTIVE = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE))
@@ -155,6 +158,11 @@ _Op = tuple[Callable[[Conn], Any], "asyncio.Future[Any]", Callable[[Any], None] 
 
 def _ts(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _ts_utc(value: datetime | None) -> str | None:
+    """A time compared in SQL (a claim's due check): always UTC, so text order is time order."""
+    return value.astimezone(UTC).isoformat() if value is not None else None
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -233,7 +241,7 @@ def _schedule_values(s: ScheduleRecord) -> tuple[Any, ...]:
         _ts(s.start_date),
         _ts(s.end_date),
         s.state,
-        _ts(s.next_fire),
+        _ts_utc(s.next_fire),
         _ts(s.last_fire),
         json.dumps(s.runs, separators=(",", ":")),
         s.token,
@@ -861,11 +869,16 @@ class SqlStore:
                     out[uid] = current
                     continue
                 new = change.record
+                # A fire recorded (``last_fire`` moved) ends the claim that covered it: the next fire
+                # is anyone's at once. Other changes (pause, trigger) leave a claim as it is.
+                fired = new.last_fire != current.last_fire
                 conn.execute(
-                    "UPDATE schedules SET state=?, next_fire=?, last_fire=?, runs=? WHERE uid=?",
+                    "UPDATE schedules SET state=?, next_fire=?, last_fire=?, runs=?"
+                    + (", claimed_by=NULL, claimed_until=NULL" if fired else "")
+                    + " WHERE uid=?",
                     (
                         new.state,
-                        _ts(new.next_fire),
+                        _ts_utc(new.next_fire),
                         _ts(new.last_fire),
                         json.dumps(new.runs, separators=(",", ":")),
                         uid,
@@ -874,6 +887,38 @@ class SqlStore:
                 _write_events(conn, change.events)
                 out[uid] = new
             return out
+
+        return await self._write(op)
+
+    async def claim_schedules(
+        self, owner: str, uids: Sequence[str], *, horizon: datetime, now: datetime, until: datetime
+    ) -> dict[str, ScheduleRecord]:
+        # SKIP LOCKED (PostgreSQL): a row another claimant holds is left to it rather than waited
+        # for, so two replicas claiming one instant split it instead of queueing or deadlocking.
+        sql = (
+            "UPDATE schedules SET claimed_by = ?, claimed_until = ? WHERE uid IN (SELECT uid FROM schedules"
+            " WHERE uid IN ({marks}) AND state = 'active' AND next_fire IS NOT NULL AND next_fire <= ?"
+            " AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?)"
+            f"{self.dialect.skip_locked}) RETURNING {_SCHEDULE_COLUMNS}"
+        )
+        fixed = (_utc(horizon), _utc(now), owner)
+
+        def op(conn: Conn) -> dict[str, ScheduleRecord]:
+            won: dict[str, ScheduleRecord] = {}
+            for start in range(0, len(uids), 500):
+                chunk = list(uids[start : start + 500])
+                rows = conn.execute(
+                    sql.format(marks=", ".join("?" * len(chunk))), (owner, _ts(until), *chunk, *fixed)
+                ).fetchall()
+                won.update((row["uid"], _row_to_schedule(row)) for row in rows)
+            return won
+
+        return await self._write(op)
+
+    async def release_schedules(self, owner: str) -> int:
+        def op(conn: Conn) -> int:
+            sql = "UPDATE schedules SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?"
+            return int(conn.execute(sql, (owner,)).rowcount)
 
         return await self._write(op)
 
