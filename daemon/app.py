@@ -126,6 +126,7 @@ class Daemon:
             host=f"{socket.gethostname()}:{s.state_dir}",
             ttl=s.lease_seconds,
             launch=self.supervisor.launch,
+            note=self._note_message,
         )
         self.intake.lease = self.leases.stamp
         starts = Starts(self.store, self._publish_command, self.clock)
@@ -358,6 +359,9 @@ class Daemon:
 
     def _unsettled(self, exc: Exception) -> None:
         self.log.warning("a command was not settled; the broker will redeliver it", error=str(exc))
+
+    async def _note_message(self, uid: str, message: str) -> None:
+        await self.jobs.change(uid, message=message)
 
     async def _note_writeback(self, uid: str, why: str) -> None:
         await self.jobs.change(uid, writeback=why)

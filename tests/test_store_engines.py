@@ -255,7 +255,7 @@ async def test_leases_are_adopted_only_when_free_and_reachable(store: SqlStore) 
     assert {r.uid for r in mine} == {expired.uid, here.uid, free.uid}, (
         "a restarted replica takes its own back"
     )
-    assert await store.release("c") == 3
+    assert await store.release("c", NOW) == 3
     again = await store.adopt("d", "h1", until=later, now=NOW, anywhere=[cloud], on_host=[local])
     assert {r.uid for r in again} == {expired.uid, here.uid, free.uid}, "released: adopted at once"
 

@@ -5,11 +5,16 @@ of the lease, and adopts what nobody holds: jobs whose owner released them (it s
 ran out (it died), among those it can reach (a cloud job from anywhere, a process or local container
 only on its own host). An adopted job is re-attached through its persisted handle, as after a restart.
 Leases are wall-clock times compared in the shared store, whatever clock the jobs run on.
+
+A job nobody adopts (no replica that runs can reach it: its host's replicas are all gone, or none
+loads its runner) is never dropped: once its lease has been over for two lease periods, the replicas
+say so in its message (:data:`STRANDED`), which ``status``, listings and a progress event show, until
+a replica that can reach it starts and adopts it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
 from daemon.clock import Clock
@@ -17,7 +22,21 @@ from daemon.contracts import REACH_ANYWHERE, Log
 from daemon.jobs.registry import Registry
 from daemon.store.records import JobRecord, JobStore
 
-__all__ = ["Leases"]
+__all__ = ["STRANDED", "Leases", "stranded_message"]
+
+#: How a stranded job's message begins (and how the replicas know it was reported).
+STRANDED = "No replica that runs can reach this job"
+
+
+def stranded_message(record: JobRecord) -> str:
+    """What a stranded job's message says: why nobody follows it, and what brings it back."""
+    since = record.lease_until.isoformat(timespec="seconds") if record.lease_until else "before leases"
+    where = f" from {record.owner_host}" if record.owner_host else ""
+    return (
+        f"{STRANDED}: its runner ({record.runner_type}) is followed only{where}, and no replica there"
+        f" has held it since {since}. Start a replica there (same host and state folder, with that"
+        " runner), or stop the job."
+    )
 
 
 class Leases:
@@ -32,8 +51,11 @@ class Leases:
         host: str,
         ttl: float,
         launch: Callable[[JobRecord], None],
+        note: Callable[[str, str], Awaitable[object]] | None = None,
     ) -> None:
         self.store, self.registry, self.clock, self.log = store, registry, clock, log
+        #: Sets a job's message (with its event): how a stranded job is reported, and its adoption.
+        self._note = note
         self._owner = owner
         self.host = host
         self.ttl = ttl
@@ -72,8 +94,24 @@ class Leases:
             self.owner, self.host, until=until, now=now, anywhere=anywhere, on_host=on_host, mine=mine
         )
         for record in records:
+            if self._note is not None and record.message and record.message.startswith(STRANDED):
+                await self._note(record.uid, f"adopted by replica {self.owner}")
             self._launch(record)
         return records
+
+    async def report_stranded(self, limit: int = 100) -> int:
+        """Say in their message which jobs nobody has held for two lease periods; how many were new."""
+        if self._note is None:
+            return 0
+        before = self.clock.now() - timedelta(seconds=2 * self.ttl)
+        records = await self.store.stranded(before, flagged=STRANDED, limit=limit)
+        for record in records:
+            await self._note(record.uid, stranded_message(record))
+        if records:
+            self.log.warning(
+                "jobs no replica can reach", jobs=len(records), uids=[r.uid for r in records][:20]
+            )
+        return len(records)
 
     async def run(self) -> None:
         """Renew and adopt every third of the lease, until cancelled."""
@@ -82,6 +120,7 @@ class Leases:
             try:
                 await self.store.renew(self.owner, self.until())
                 adopted = await self.adopt()
+                await self.report_stranded()
             except Exception as exc:  # the store is away: leases run out, and the others adopt
                 self.log.warning("renewing job leases failed; trying again soon", error=str(exc))
                 continue
@@ -92,7 +131,7 @@ class Leases:
     async def release(self) -> None:
         """Give every lease back (this replica stops): the others adopt at their next round."""
         try:
-            released = await self.store.release(self.owner)
+            released = await self.store.release(self.owner, self.clock.now())
         except Exception as exc:  # the store is away: the leases run out instead
             self.log.warning("releasing job leases failed; they run out instead", error=str(exc))
             return

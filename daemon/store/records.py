@@ -284,8 +284,16 @@ class JobStore(Protocol):
         """Extend every lease ``owner`` holds, in one statement; how many jobs it holds."""
         ...
 
-    async def release(self, owner: str) -> int:
-        """Give up every lease ``owner`` holds (a replica that stops): the others adopt at once."""
+    async def release(self, owner: str, now: datetime) -> int:
+        """Give up every lease ``owner`` holds (a replica that stops): the others adopt at once.
+
+        The lease ends ``now`` rather than vanishing, so a job left unadopted shows since when.
+        """
+        ...
+
+    async def stranded(self, before: datetime, *, flagged: str, limit: int) -> list[JobRecord]:
+        """Active jobs nobody has held since ``before`` (no replica that runs adopted them), oldest
+        first, except those whose message already starts with ``flagged`` (they were reported)."""
         ...
 
     async def store_id(self) -> str:

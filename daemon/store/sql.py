@@ -669,12 +669,25 @@ class SqlStore:
 
         return await self._write(op)
 
-    async def release(self, owner: str) -> int:
+    async def release(self, owner: str, now: datetime) -> int:
         def op(conn: Conn) -> int:
-            sql = "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE owner = ?"
-            return int(conn.execute(sql, (owner,)).rowcount)
+            sql = "UPDATE jobs SET owner = NULL, lease_until = ? WHERE owner = ?"
+            return int(conn.execute(sql, (_utc(now), owner)).rowcount)
 
         return await self._write(op)
+
+    async def stranded(self, before: datetime, *, flagged: str, limit: int) -> list[JobRecord]:
+        sql = (
+            f"SELECT {_COLUMNS} FROM jobs WHERE status IN ({_ACTIVE})"
+            " AND (lease_until IS NULL OR lease_until < ?) AND (message IS NULL OR message NOT LIKE ?)"
+            " ORDER BY created LIMIT ?"
+        )
+
+        def op(conn: Conn) -> list[JobRecord]:
+            rows = conn.execute(sql, (_utc(before), flagged.replace("%", "") + "%", limit)).fetchall()
+            return [_row_to_record(row) for row in rows]
+
+        return await self._read(op)
 
     async def store_id(self) -> str:
         def op(conn: Conn) -> str:
