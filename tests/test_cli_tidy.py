@@ -44,6 +44,7 @@ async def test_no_broker_and_refused_credentials_are_one_line_and_exit_2(
     [
         ({"DM_JOBD_AMQP_URL": "not-a-url"}, "DM_JOBD_AMQP_URL: not a broker URL"),
         ({"DM_JOBD_AMQP_URL": "http://host/"}, "scheme must be amqp or amqps"),
+        ({"DM_JOBD_AMQP_URL": "amqp://jobd:s3cret-pw"}, "its host or port cannot be read"),
         ({"DM_JOBD_PREFETCH": "many"}, "DM_JOBD_PREFETCH: "),
         ({"DMSS_URL": "x", "DM_JOBD_LOG_FORMAT": "xml"}, "DM_JOBD_LOG_FORMAT: "),
     ],
@@ -54,6 +55,7 @@ async def test_a_bad_setting_is_refused_at_once_naming_its_variable(
     for command in (("status", "x"), ("run",)):
         code, _, err = await cli(*command, url=None, cwd=tmp_path, extra_env=env)
         assert code == 2 and names in one_clear_line(err), (command, err)
+        assert "s3cret-pw" not in err, "a password never reaches the terminal, even in a bad URL"
 
 
 async def test_run_with_refused_credentials_exits_2(vhost_url: str, tmp_path: Path) -> None:

@@ -69,8 +69,9 @@ def broker_url_problem(url: str) -> str | None:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        return f"not a broker URL ({exc}); expected amqp://user:password@host:5672/vhost"
+    except ValueError:
+        # Not the parser's words: for ``amqp://user:secret`` they quote the password as the "port".
+        return "not a broker URL (its host or port cannot be read); expected amqp://user:password@host:5672/vhost"
     if parts.scheme not in ("amqp", "amqps"):
         shown = f"{parts.scheme!r}" if parts.scheme else "none"
         return f"not a broker URL: the scheme must be amqp or amqps (got {shown}); expected amqp://user:password@host:5672/vhost"
