@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,9 @@ import aio_pika
 import aio_pika.abc
 import pytest
 from helpers import JOB, NOOP, cli, poll_until
+from pydantic import BaseModel, SecretStr
 from rabbit_cluster import RabbitCluster
+from test_schedules import recurring
 
 from daemon.app import Daemon
 from daemon.bus.amqp import _scrubbed, broker_address, broker_urls
@@ -318,3 +320,57 @@ def test_errors_about_several_brokers_hide_every_password() -> None:
     text = _scrubbed(error, urls)
     assert "first-secret" not in text and "sec,ond" not in text and "sec%2Cond" not in text
     assert text.count("***") == 3
+
+
+def handled(daemon: Daemon, command: str) -> float:
+    """How many ``command``s this replica has handled (its own metrics registry)."""
+    return sum(
+        sample.value
+        for metric in daemon.metrics.registry.collect()
+        if metric.name == "dmjobd_commands"
+        for sample in metric.samples
+        if sample.name == "dmjobd_commands_total" and sample.labels.get("command") == command
+    )
+
+
+async def test_three_replicas_on_one_store_answer_every_command_the_same(
+    cluster: RabbitCluster, vhost: str, settings: Settings, postgres_url: str
+) -> None:
+    """Whichever replica consumes a command (each on another node), the answer is the shared store's."""
+    urls = cluster.urls(vhost=vhost, user=USER)
+    async with contextlib.AsyncExitStack() as stack:
+        daemons = [
+            await stack.enter_async_context(
+                Daemon(
+                    settings.model_copy(
+                        update={"store": SecretStr(postgres_url), "state_dir": settings.state_dir / f"r{n}"}
+                    ),
+                    ",".join(urls[n:] + urls[:n]),  # replica n on node n
+                )
+            )
+            for n in range(3)
+        ]
+        client = await stack.enter_async_context(await JobdClient.connect(",".join(urls), timeout=30))
+        done = await client.submit(noop_job("answered alike"))
+        assert (await done.wait(timeout=20)).status is JobStatus.COMPLETED
+        schedule = str((await client.start(recurring("0 0 1 1 *"))).uid)
+        asks: dict[str, Callable[[], Awaitable[BaseModel]]] = {
+            "job.status": lambda: client.status(done.uid),
+            "job.result": lambda: client.result(done.uid),
+            "job.list": lambda: client.list_jobs(limit=10),
+            "job.logs": lambda: client.logs(done.uid),
+            "schedule.show": lambda: client.schedule("show", schedule),
+            "schedule.list": client.schedules,
+            "job.progress": lambda: client.progress(done.uid, percentage=50),  # ended: refused alike
+            "job.stop": lambda: client.stop(done.uid),  # ended: the same answer from each
+        }
+        for command, ask in asks.items():
+            answers = [(await ask()).model_dump_json() for _ in range(12)]
+            assert len(set(answers)) == 1, (command, set(answers))
+            by_replica = [handled(d, command) for d in daemons]
+            assert all(n > 0 for n in by_replica), f"{command}: not every replica answered: {by_replica}"
+        views = [(await client.replicas()).replicas or [] for _ in range(12)]
+        assert all({v.id for v in listed} == {d.presence.id for d in daemons} for listed in views)
+        assert {next(v.id for v in listed if v.answering) for listed in views} == {
+            d.presence.id for d in daemons
+        }, "each replica answered replica.list, and named itself"
