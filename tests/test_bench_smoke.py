@@ -1,12 +1,19 @@
-"""scripts/bench --quick --json runs end to end on the session broker and reports every figure.
+"""scripts/bench runs end to end on the session broker and reports every figure: SQLite with one
+daemon (``--quick``), and SQLite beside PostgreSQL with one and two replicas in the same run.
 
-It checks that the benchmark works, never how fast anything is.
+It checks that the benchmark works and loses no job, never how fast anything is.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
+from typing import Any
 
+import psycopg
+import pytest
 from helpers import run_bench_json
 
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench"
@@ -18,6 +25,7 @@ FIGURES = (
     "daemon_seconds",
     "daemon_publish_seconds",
     "daemon_cpu_seconds",
+    "daemon_cpu_ms_per_job",
     "status_serial_per_s",
     "status_serial_p50_ms",
     "status_serial_p99_ms",
@@ -33,13 +41,97 @@ FIGURES = (
     "target_ratio",
     "total_seconds",
 )
+#: What every configuration's run reports.
+RUN_FIGURES = (
+    "replicas",
+    "daemon_jobs_per_s",
+    "daemon_seconds",
+    "daemon_publish_seconds",
+    "daemon_cpu_seconds",
+    "daemon_cpu_ms_per_job",
+    "status_serial_per_s",
+    "status_serial_p50_ms",
+    "status_serial_p99_ms",
+    "status_concurrent_per_s",
+    "status_concurrent_p50_ms",
+    "status_concurrent_p99_ms",
+    "ratio",
+)
+
+
+def positive(figures: dict[str, Any], name: str) -> None:
+    value = figures.get(name)
+    assert isinstance(value, int | float) and not isinstance(value, bool), (name, value)
+    assert value > 0, (name, value)
 
 
 async def test_quick_bench_reports_every_figure_as_a_positive_number(vhost_url: str) -> None:
     figures = await run_bench_json(BENCH, "--quick", amqp_url=vhost_url)
     assert figures["jobs"] == 500 and figures["calls"] == 300
     assert figures["mode"] == "subprocess" and figures["broker"] == "DM_JOBD_AMQP_URL"
+    assert figures["store"] == "sqlite" and figures["replicas"] == 1
     for name in FIGURES:
-        value = figures.get(name)
-        assert isinstance(value, int | float) and not isinstance(value, bool), (name, value)
-        assert value > 0, (name, value)
+        positive(figures, name)
+    [run] = figures["runs"]
+    assert run["name"] == "sqlite x1" and run["store_jobs"] == {"completed": 500}, run
+    assert figures["comparisons"] == [], "nothing to compare one configuration with"
+
+
+async def test_sqlite_and_postgres_replicas_in_one_run_lose_nothing_and_are_compared(
+    vhost_url: str, postgres_url: str
+) -> None:
+    jobs = 40
+    figures = await run_bench_json(
+        BENCH,
+        *("--store", f"sqlite,{postgres_url}", "--replicas", "1,2"),
+        *("--jobs", str(jobs), "--calls", "30"),
+        amqp_url=vhost_url,
+    )
+    runs = {run["name"]: run for run in figures["runs"]}
+    assert list(runs) == ["sqlite x1", "postgres-url x1", "postgres-url x2"], "SQLite with one daemon only"
+    assert figures["configurations"] == list(runs)
+    for run in runs.values():
+        for name in RUN_FIGURES:
+            positive(run, name)
+        assert run["store_jobs"] == {"completed": jobs}, run["name"]
+    for name in ("postgres-url x1", "postgres-url x2"):
+        detail = runs[name]["store_detail"]
+        assert detail["server"] == "given" and detail["database"].startswith("dmjobd_bench_"), detail
+        assert "fsync" in detail and "synchronous_commit" in detail, "the server's durability is reported"
+        assert "synchronous_commit" in runs[name]["store_description"]
+    made = [runs[name]["store_detail"]["database"] for name in ("postgres-url x1", "postgres-url x2")]
+    assert len(set(made)) == 2, "a fresh database per run"
+
+    two = runs["postgres-url x2"]
+    replicas = two["replica_figures"]
+    assert [r["replica"] for r in replicas] == [1, 2]
+    assert len({r["pid"] for r in replicas}) == 2 and len({r["id"] for r in replicas}) == 2, replicas
+    assert sum(r["jobs"] for r in replicas) == jobs, "every job is owned by one of the two replicas"
+    assert all(r["jobs"] > 0 for r in replicas), f"both replicas consumed: {replicas}"
+    assert two["daemon_cpu_seconds"] == pytest.approx(sum(r["cpu_seconds"] for r in replicas))
+
+    pairs = [(c["run"], c["against"], c["target_jobs_per_s_ratio"]) for c in figures["comparisons"]]
+    assert pairs == [("postgres-url x1", "sqlite x1", 0.8), ("postgres-url x2", "postgres-url x1", 1.0)]
+    for comparison in figures["comparisons"]:
+        assert comparison["jobs_per_s_ratio"] > 0 and comparison["cpu_per_job_ratio"] > 0, comparison
+
+    async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+        cursor = await conn.execute("SELECT to_regclass('jobs') IS NULL")
+        assert (await cursor.fetchone()) == (True,), "the bench left the named database alone"
+        cursor = await conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", [made])
+        assert await cursor.fetchall() == [], "the runs' databases are dropped afterwards"
+
+
+async def test_replicas_without_postgresql_are_refused_with_a_clear_error() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCH),
+        "--replicas",
+        "2",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k != "DM_JOBD_AMQP_URL"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2 and out == b""
+    assert "--replicas 2 needs a PostgreSQL store" in err.decode(), err
