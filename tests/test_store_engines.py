@@ -101,6 +101,35 @@ async def test_modify_commits_the_change_and_its_events_together(store: SqlStore
     assert [r.uid for r in await store.active()] == [job.uid]
 
 
+async def test_a_failing_write_in_a_group_commit_fails_alone(store: SqlStore) -> None:
+    """Writes queued together commit together; the one that fails (a uid taken) gets its own error,
+    the others their effects and events, whichever order they came in."""
+    taken = record()
+    await store.insert(taken, key=None, answer=b"{}", events=())
+    before = record()
+    after = record()
+
+    def run(current: JobRecord) -> Change:
+        return Change(dataclasses.replace(current, status=JobStatus.RUNNING), [event(current.uid, 3)])
+
+    outcomes = await asyncio.gather(
+        store.insert(before, key="k:before", answer=b"{}", events=[event(before.uid, 1)]),
+        store.insert(dataclasses.replace(taken, label="again"), key="k:again", answer=b"{}", events=()),
+        store.modify(taken.uid, run),
+        store.insert(after, key="k:after", answer=b"{}", events=[event(after.uid, 2)]),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is None and outcomes[3] is None, outcomes
+    assert isinstance(outcomes[1], Exception), outcomes
+    assert isinstance(outcomes[2], JobRecord) and outcomes[2].status is JobStatus.RUNNING, outcomes
+    assert await store.answer_for("k:again") is None, "the failed write left nothing behind"
+    assert await store.answer_for("k:before") == b"{}" and await store.answer_for("k:after") == b"{}"
+    got = await store.get(taken.uid)
+    assert got is not None and got.label is None and got.status is JobStatus.RUNNING
+    ids = sorted(r.message.message_id for r in await store.outbox(10))
+    assert ids == sorted([f"{before.uid}-1", f"{after.uid}-2", f"{taken.uid}-3"])
+
+
 async def test_concurrent_changes_to_one_job_from_two_stores_lose_nothing(where: str) -> None:
     """Two replicas (two stores, two connections) appending to one job's log lines at once."""
     a, b = make_store(where), make_store(where)

@@ -178,6 +178,7 @@ class Jobs:
         changed: list[JobStatus] = []  # the previous status, when decide() changes it
 
         def deciding(current: JobRecord) -> Change | None:
+            changed.clear()  # the store may decide again (its batch retried): the last decision counts
             change = decide(current)
             if change is not None and change.record.status is not current.status:
                 changed.append(current.status)

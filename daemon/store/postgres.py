@@ -10,8 +10,9 @@ flight (commands are redelivered) and is opened again for the next.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -134,16 +135,41 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
     return lambda values: _Row(values, index)
 
 
+class _PipelinedCursor:
+    """A cursor of a pipelined statement: its row count is known once its reply is in."""
+
+    __slots__ = ("_cursor", "_pipeline")
+
+    def __init__(self, cursor: psycopg.Cursor[Any], pipeline: psycopg.Pipeline) -> None:
+        self._cursor = cursor
+        self._pipeline = pipeline
+
+    @property
+    def rowcount(self) -> int:
+        if self._cursor.rowcount < 0:
+            self._pipeline.sync()
+        return self._cursor.rowcount
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+
 class _Connection:
     """psycopg's connection speaking the store's SQL (``?`` marks, rows by name or position).
 
     Opened again, lazily, after PostgreSQL dropped it: the batch that saw it drop has failed, the
-    next begins on a new connection.
+    next begins on a new connection. In :meth:`pipelined`, statements go out without waiting for
+    their replies, which come in at :meth:`sync` or when a result is read: a write costs a round trip
+    or two to the server, not one per statement.
     """
 
     def __init__(self, url: str) -> None:
         self._url = url
         self._conn = self._open()
+        self._pipeline: psycopg.Pipeline | None = None
 
     def _open(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self._url, autocommit=True, row_factory=_row_factory)
@@ -153,13 +179,31 @@ class _Connection:
             self._conn = self._open()
         return self._conn
 
+    @contextlib.contextmanager
+    def pipelined(self) -> Iterator[None]:
+        with self._live().pipeline() as pipeline:
+            self._pipeline = pipeline
+            try:
+                yield
+            finally:
+                self._pipeline = None
+
+    def sync(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.sync()
+
+    def _current(self) -> psycopg.Connection[Any]:
+        """The connection a pipeline is on (never swapped mid-pipeline), else a live one."""
+        return self._conn if self._pipeline is not None else self._live()
+
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
-        return self._live().execute(_placeholders(sql), parameters)
+        cursor = self._current().execute(_placeholders(sql), parameters)
+        return cursor if self._pipeline is None else _PipelinedCursor(cursor, self._pipeline)
 
     def executemany(self, sql: str, parameters: Any, /) -> Cursor:
-        cursor = self._live().cursor()
+        cursor = self._current().cursor()
         cursor.executemany(_placeholders(sql), parameters)
-        return cursor
+        return cursor if self._pipeline is None else _PipelinedCursor(cursor, self._pipeline)
 
     def close(self) -> None:
         self._conn.close()
@@ -169,7 +213,11 @@ class PostgresStore(SqlStore):
     """A :class:`~daemon.store.records.JobStore` in a PostgreSQL database that replicas share."""
 
     dialect = Dialect(
-        begin="BEGIN", for_update=" FOR UPDATE", queued_order="w.seq", skip_locked=" FOR UPDATE SKIP LOCKED"
+        begin="BEGIN",
+        for_update=" FOR UPDATE",
+        queued_order="w.seq",
+        skip_locked=" FOR UPDATE SKIP LOCKED",
+        pipelined=True,
     )
 
     def __init__(self, url: str) -> None:
@@ -212,6 +260,13 @@ class PostgresStore(SqlStore):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def _pipelined(self, conn: Conn) -> contextlib.AbstractContextManager[object]:
+        return conn.pipelined() if isinstance(conn, _Connection) else contextlib.nullcontext()
+
+    def _sync(self, conn: Conn) -> None:
+        if isinstance(conn, _Connection):
+            conn.sync()
 
     def _disconnect(self, conn: Conn) -> None:
         if isinstance(conn, _Connection):

@@ -78,6 +78,9 @@ class Dialect:
     #: Appended to the SELECT that picks outbox rows to claim: PostgreSQL's replicas each take rows
     #: the others have not locked (``FOR UPDATE SKIP LOCKED``); SQLite's write lock serialises them.
     skip_locked: str = ""
+    #: Statements are pipelined (PostgreSQL): a batch is sent whole and its replies read at its end;
+    #: when any write in it fails, the batch is undone and run again write by write.
+    pipelined: bool = False
 
 
 _COLUMNS = (
@@ -358,6 +361,13 @@ class SqlStore:
     def _schema_version(self, conn: Conn) -> int:
         raise NotImplementedError
 
+    def _pipelined(self, conn: Conn) -> contextlib.AbstractContextManager[object]:
+        """Where a batch runs: PostgreSQL sends its statements without waiting for each reply."""
+        return contextlib.nullcontext()
+
+    def _sync(self, conn: Conn) -> None:
+        """Wait for the replies of what was sent (raising its error): the end of one write's work."""
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -397,6 +407,9 @@ class SqlStore:
 
     async def _write(self, fn: Callable[[Conn], T], *, committed: Callable[[T], None] | None = None) -> T:
         """Queue ``fn`` for the next group commit and wait until it is durable.
+
+        ``fn`` may run more than once (its batch undone and run again): it acts on the database only,
+        or idempotently.
 
         ``committed`` is called with ``fn``'s value right after the commit, whether or not the caller
         still waits: a caller cancelled mid-write cannot skip what must follow the write.
@@ -440,22 +453,49 @@ class SqlStore:
 
     def _run_batch(self, fns: list[Callable[[Conn], Any]]) -> list[tuple[bool, Any]]:
         conn = self._db
-        if len(fns) == 1:  # alone in its transaction: no savepoint (two round trips to PostgreSQL)
-            return [self._run_alone(conn, fns[0])]
+        with self._pipelined(conn):
+            if len(fns) == 1:  # alone in its transaction: no savepoint
+                return [self._run_alone(conn, fns[0])]
+            if self.dialect.pipelined:
+                with contextlib.suppress(Exception):  # some write failed: find out which, one at a time
+                    return self._run_at_once(conn, fns)
+            return self._run_one_by_one(conn, fns)
+
+    def _run_at_once(self, conn: Conn, fns: list[Callable[[Conn], Any]]) -> list[tuple[bool, Any]]:
+        """The whole batch in one transaction, its replies read only where a write reads a result and
+        at the commit: a round trip per read, not per statement. Any failure undoes it all."""
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute(self.dialect.begin)
+        try:
+            for fn in fns:
+                outcomes.append((True, fn(conn)))
+            conn.execute("COMMIT")
+            self._sync(conn)
+        except BaseException:
+            self._undo(conn, "ROLLBACK")
+            raise
+        return outcomes
+
+    def _run_one_by_one(self, conn: Conn, fns: list[Callable[[Conn], Any]]) -> list[tuple[bool, Any]]:
+        """Each write in a savepoint of one transaction, its replies read before the next starts (so
+        an error is its own): one failing write does not undo the others."""
         outcomes: list[tuple[bool, Any]] = []
         conn.execute(self.dialect.begin)
         try:
             for fn in fns:
                 conn.execute("SAVEPOINT op")
                 try:
-                    outcomes.append((True, fn(conn)))
+                    value = fn(conn)
+                    self._sync(conn)
+                    outcomes.append((True, value))
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
+                    self._undo(conn, "ROLLBACK TO op")
                     outcomes.append((False, exc))
                 conn.execute("RELEASE op")
             conn.execute("COMMIT")
+            self._sync(conn)
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._undo(conn, "ROLLBACK")
             raise
         return outcomes
 
@@ -463,19 +503,24 @@ class SqlStore:
         conn.execute(self.dialect.begin)
         try:
             value = fn(conn)
-        except Exception as exc:  # the write's own failure: undone, and reported to its caller
-            conn.execute("ROLLBACK")
+            conn.execute("COMMIT")
+            self._sync(conn)
+        except Exception as exc:  # the write's own failure (or its commit's): undone, and reported
+            self._undo(conn, "ROLLBACK")
             return False, exc
         except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        try:
-            conn.execute("COMMIT")
-        except BaseException:
             with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
+                self._undo(conn, "ROLLBACK")
             raise
         return True, value
+
+    def _undo(self, conn: Conn, statement: str) -> None:
+        """Roll back after a failure, once the replies still due (and the failure among them) are in:
+        a pipelined server skips what follows an error until then."""
+        with contextlib.suppress(Exception):
+            self._sync(conn)
+        conn.execute(statement)
+        self._sync(conn)
 
     # -- the JobStore protocol -------------------------------------------------------------------
 
