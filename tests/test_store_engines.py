@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -99,6 +99,39 @@ async def test_modify_commits_the_change_and_its_events_together(store: SqlStore
     assert [r.message.message_id for r in await store.outbox(10)] == [f"{job.uid}-2"]
     assert await store.modify("no-such-job", run) is None
     assert [r.uid for r in await store.active()] == [job.uid]
+
+
+async def test_changes_queued_together_each_see_the_one_before(store: SqlStore) -> None:
+    """A batch reads the rows it changes ahead (PostgreSQL): a second change to one job in it, or a
+    change to a job the batch itself inserted, still starts from the first's result."""
+    jobs = [record() for _ in range(3)]
+    for job in jobs:
+        await store.insert(job, key=None, answer=b"{}", events=())
+    fresh = record()
+
+    def log(line: str) -> Callable[[JobRecord], Change]:
+        return lambda current: Change(dataclasses.replace(current, logs=[*current.logs, line]), [])
+
+    results = await asyncio.gather(
+        store.modify(jobs[0].uid, log("a")),
+        store.modify(jobs[1].uid, log("b")),
+        store.modify(jobs[0].uid, log("c")),
+        store.insert(fresh, key=None, answer=b"{}", events=()),
+        store.modify(fresh.uid, log("d")),
+        store.modify(jobs[2].uid, log("e")),
+        store.modify(jobs[0].uid, log("f")),
+    )
+    assert [r.logs if isinstance(r, JobRecord) else r for r in results] == [
+        ["a"],
+        ["b"],
+        ["a", "c"],
+        None,
+        ["d"],
+        ["e"],
+        ["a", "c", "f"],
+    ]
+    logs = {r.uid: r.logs for r in [await store.get(j.uid) for j in [*jobs, fresh]] if r is not None}
+    assert logs == {jobs[0].uid: ["a", "c", "f"], jobs[1].uid: ["b"], jobs[2].uid: ["e"], fresh.uid: ["d"]}
 
 
 async def test_a_failing_write_in_a_group_commit_fails_alone(store: SqlStore) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from daemon.contracts import ACTIVE, TERMINAL, JobStatus, Outgoing, ScheduleState, Trace
 from daemon.store.records import (
@@ -157,6 +157,21 @@ _SCHEDULE_COLUMNS = (
 #: A queued write: what it does, who waits for it, and what to call with its value once it is committed
 #: (run by the flusher, so it happens even when the waiter has been cancelled meanwhile).
 _Op = tuple[Callable[[Conn], Any], "asyncio.Future[Any]", Callable[[Any], None] | None]
+
+
+@dataclass(frozen=True)
+class _JobWrite(Generic[T]):
+    """A write that touches one job's row only: the one it changes (``uid``), or a new one (None).
+
+    A batch of them, pipelined, reads and locks the rows they change in one statement ahead of them
+    (in uid order), instead of one round trip each.
+    """
+
+    run: Callable[[Conn], T]
+    uid: str | None
+
+    def __call__(self, conn: Conn) -> T:
+        return self.run(conn)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -347,6 +362,8 @@ class SqlStore:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: Conn | None = None
         self._pending: list[_Op] = []
+        #: The job rows a pipelined batch read and locked ahead, until a write uses (or may change) them.
+        self._locked: dict[str, JobRecord] = {}
         self._flusher: asyncio.Task[None] | None = None
 
     # -- what a subclass provides (each runs on the store's thread) ------------------------------------
@@ -467,14 +484,32 @@ class SqlStore:
         outcomes: list[tuple[bool, Any]] = []
         conn.execute(self.dialect.begin)
         try:
+            self._lock_ahead(conn, fns)
             for fn in fns:
+                if not isinstance(fn, _JobWrite):  # it may change what was read ahead
+                    self._locked.clear()
                 outcomes.append((True, fn(conn)))
             conn.execute("COMMIT")
             self._sync(conn)
         except BaseException:
             self._undo(conn, "ROLLBACK")
             raise
+        finally:
+            self._locked.clear()
         return outcomes
+
+    def _lock_ahead(self, conn: Conn, fns: list[Callable[[Conn], Any]]) -> None:
+        uids = sorted({fn.uid for fn in fns if isinstance(fn, _JobWrite) and fn.uid is not None})
+        if len(uids) < 2:
+            return
+        for start in range(0, len(uids), 500):
+            chunk = uids[start : start + 500]
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE uid IN ({', '.join('?' * len(chunk))})"
+                f" ORDER BY uid{self.dialect.for_update}",
+                chunk,
+            ).fetchall()
+            self._locked.update((row["uid"], _row_to_record(row)) for row in rows)
 
     def _run_one_by_one(self, conn: Conn, fns: list[Callable[[Conn], Any]]) -> list[tuple[bool, Any]]:
         """Each write in a savepoint of one transaction, its replies read before the next starts (so
@@ -558,7 +593,7 @@ class SqlStore:
             if existing is None and self.on_insert is not None:
                 self.on_insert(record, schedule)
 
-        return await self._write(op, committed=committed)
+        return await self._write(_JobWrite(op, None), committed=committed)
 
     async def remember(self, key: str, uid: str, answer: bytes, events: Sequence[Outgoing]) -> bytes | None:
         def op(conn: Conn) -> bytes | None:
@@ -587,10 +622,12 @@ class SqlStore:
         lock = self.dialect.for_update
 
         def op(conn: Conn) -> JobRecord | None:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE uid = ?{lock}", (uid,)).fetchone()
-            if row is None:
-                return None
-            current = _row_to_record(row)
+            current = self._locked.pop(uid, None)  # read once: a second change in the batch reads anew
+            if current is None:
+                row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE uid = ?{lock}", (uid,)).fetchone()
+                if row is None:
+                    return None
+                current = _row_to_record(row)
             change = decide(current)
             if change is None:
                 return current
@@ -614,7 +651,7 @@ class SqlStore:
             _write_writebacks(conn, change.writebacks)
             return change.record
 
-        return await self._write(op)
+        return await self._write(_JobWrite(op, uid))
 
     async def active(self) -> list[JobRecord]:
         marks = ", ".join("?" * len(ACTIVE))
