@@ -1,7 +1,9 @@
 """The PostgreSQL store: the same SQL and the same guarantees as SQLite's, for replicas sharing one store.
 
 psycopg 3 on the store's own thread, like SQLite: a command's effect, its idempotency key, its events
-and write-backs commit in one transaction, and the group commit batches concurrent writes. Rows a
+and write-backs commit in one transaction, and the group commit batches concurrent writes (pipelined:
+a round trip per batch and per read in it, not per statement). Reads run beside it, on a pool of
+connections (psycopg_pool). Rows a
 change reads are locked (``SELECT ... FOR UPDATE``) so two replicas changing one job queue up instead
 of losing an update. The schema version is kept in ``dm_jobd_schema``; a migration runs under an
 advisory lock, so replicas starting together migrate once. A dropped connection fails the work in
@@ -10,13 +12,16 @@ flight (commands are redelivered) and is opened again for the next.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from daemon.store.records import StoreTooNew
 from daemon.store.sql import ADDED_COLUMNS, SCHEMA_VERSION, Conn, Cursor, Dialect, SqlStore, finish_migration
@@ -24,6 +29,8 @@ from daemon.store.sql import ADDED_COLUMNS, SCHEMA_VERSION, Conn, Cursor, Dialec
 # SQL here is built only from this module's own constants, never from input.
 
 __all__ = ["PostgresStore", "safe_url"]
+
+T = TypeVar("T")
 
 #: The tables as SQLite's, in PostgreSQL's types: times stay ISO 8601 text (UTC), as in SQLite, so
 #: both engines compare and page them the same way.
@@ -135,6 +142,23 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
     return lambda values: _Row(values, index)
 
 
+class _Statements:
+    """A pooled connection speaking the store's SQL (``?`` marks), for reads."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
+        return self._conn.execute(_placeholders(sql), parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> Cursor:
+        cursor = self._conn.cursor()
+        cursor.executemany(_placeholders(sql), parameters)
+        return cursor
+
+
 class _PipelinedCursor:
     """A cursor of a pipelined statement: its row count is known once its reply is in."""
 
@@ -220,9 +244,68 @@ class PostgresStore(SqlStore):
         pipelined=True,
     )
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, readers: int = 4) -> None:
         super().__init__(describe=safe_url(url))
         self._url = url
+        self._readers = readers
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._read_executor: ThreadPoolExecutor | None = None
+
+    # Reads do not queue behind the group commit: they run on a pool of connections of their own,
+    # each on a thread of its own (a status query answered while a batch of writes is in flight).
+    # A write is awaited until committed, so a read that follows it sees it.
+
+    async def open(self) -> None:
+        await super().open()
+        executor = ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="jobd-store-read")
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            self._url,
+            min_size=1,
+            max_size=self._readers,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": _row_factory},
+            name="dm-jobd reads",
+        )
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                executor, functools.partial(pool.open, wait=True, timeout=30)
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            await super().close()
+            raise
+        self._pool, self._read_executor = pool, executor
+
+    async def close(self) -> None:
+        pool, executor = self._pool, self._read_executor
+        self._pool = self._read_executor = None
+        if pool is not None and executor is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, pool.close)
+        if executor is not None:
+            executor.shutdown(wait=True)
+        await super().close()
+
+    async def _read(self, fn: Callable[[Conn], T]) -> T:
+        if self._pool is None or self._read_executor is None:
+            return await super()._read(fn)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._read_executor, functools.partial(self._read_pooled, self._pool, fn)
+        )
+
+    @staticmethod
+    def _read_pooled(pool: ConnectionPool[psycopg.Connection[Any]], fn: Callable[[Conn], T]) -> T:
+        """``fn`` on a pooled connection; again on another when PostgreSQL dropped that one (a read is
+        harmless to repeat; the pool does not hand a dropped one out again, and after a restart of the
+        server every one it holds may have been dropped)."""
+        attempts = pool.max_size + 1
+        for attempt in range(1, attempts + 1):
+            with pool.connection() as conn:
+                try:
+                    return fn(_Statements(conn))
+                except psycopg.OperationalError:
+                    if attempt == attempts or not conn.broken:
+                        raise
+        raise AssertionError("unreachable")
 
     def _connect(self) -> Conn:
         conn = _Connection(self._url)
