@@ -249,20 +249,71 @@ async def test_the_schema_version_is_recorded_and_a_newer_store_is_refused(where
         await make_store(where).open()
 
 
+async def test_runs_recorded_before_version_9_are_kept_by_the_migration(where: str) -> None:
+    """Version 9 keeps a schedule's runs apart from its row: a store of version 8 (runs in
+    ``schedules.runs``) shows them after the upgrade, and records the next beside them."""
+    store = make_store(where)
+    await store.open()
+    parent = record(JobStatus.REGISTERED)
+    schedule = ScheduleRecord(
+        uid=parent.uid, cron="* * * * *", time_zone="UTC", job={"type": "x"}, policy={}, created=NOW
+    )
+    await store.insert(parent, key=None, answer=b"{}", events=(), schedule=schedule)
+    await store.close()
+    old_runs = '[{"uid":"run-1","scheduledFor":null,"started":null}]'
+    downgrade = (
+        "DELETE FROM schedule_runs",
+        f"UPDATE schedules SET runs = '{old_runs}'",
+    )
+    if where.startswith("postgresql://"):
+        with psycopg.connect(where, autocommit=True) as conn:
+            for statement in (
+                *downgrade,
+                "DROP TABLE schedule_runs",
+                "UPDATE dm_jobd_schema SET version = 8",
+            ):
+                conn.execute(statement)
+    else:
+        import sqlite3
+
+        with sqlite3.connect(where) as conn:
+            for statement in (*downgrade, "DROP TABLE schedule_runs", "PRAGMA user_version = 8"):
+                conn.execute(statement)
+    store = make_store(where)
+    await store.open()
+    try:
+        assert await store.schema_version() == SCHEMA_VERSION
+        got = await store.get_schedule(parent.uid)
+        assert got is not None and [r["uid"] for r in got.runs] == ["run-1"]
+        await store.insert(record(schedule=parent.uid), key=None, answer=b"{}", events=(), scheduled_for=NOW)
+        got = await store.get_schedule(parent.uid)
+        assert got is not None and len(got.runs) == 2 and got.runs[0]["uid"] == "run-1"
+    finally:
+        await store.close()
+
+
 async def test_a_dropped_postgresql_connection_is_opened_again(postgres_url: str) -> None:
     store = PostgresStore(postgres_url)
     await store.open()
     try:
         job = record()
         await store.insert(job, key=None, answer=b"{}", events=())
+        await asyncio.gather(*(store.get(job.uid) for _ in range(16)))  # the read pool holds several
         with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(
+            dropped = admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+            ).fetchall()
+        assert len(dropped) > 2, "the writer's connection and more than one reader's"
+        reads = await asyncio.gather(*(store.get(job.uid) for _ in range(16)))
+        assert all(r is not None for r in reads), "each read made again on a new connection"
+
+        def run(current: JobRecord) -> Change:
+            return Change(dataclasses.replace(current, status=JobStatus.RUNNING), [])
+
         with pytest.raises(psycopg.OperationalError):
-            await store.get(job.uid)  # the work in flight when it dropped fails...
-        assert await store.get(job.uid) is not None  # ...and the next opens a new connection
+            await store.modify(job.uid, run)  # the write in flight when it dropped fails...
+        assert await store.modify(job.uid, run) is not None  # ...and the next opens a new connection
     finally:
         await store.close()
 

@@ -97,14 +97,16 @@ _COLUMN_COUNT = len(_COLUMNS.split(","))
 #: 4: each job's trace context, and the AMQP headers of queued events; 5: the replicas table and the
 #: store's identity (``meta.store_id``); 6: job ownership (``owner``, ``owner_host``, ``lease_until``);
 #: 7: outbox claims (``claimed_by``, ``claimed_until``); 8: schedule fire claims (the same two
-#: columns on ``schedules``). Both engines share the numbers.
-SCHEMA_VERSION = 8
+#: columns on ``schedules``); 9: a schedule's runs in ``schedule_runs``, apart from its row (a run
+#: recorded no longer locks the row replicas claim and record fires on). Both engines share the numbers.
+SCHEMA_VERSION = 9
 
 #: Tables added after the first schema, in SQL both engines take as it is.
 ADDED_TABLES = (
     "CREATE TABLE IF NOT EXISTS replicas (id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,"
     " version TEXT NOT NULL, started TEXT NOT NULL, last_seen TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS schedule_runs (uid TEXT PRIMARY KEY, runs TEXT NOT NULL)",
 )
 
 
@@ -118,6 +120,10 @@ def finish_migration(conn: Conn) -> None:
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('store_id', ?) ON CONFLICT (key) DO NOTHING",
         (str(uuid.uuid4()),),
+    )
+    conn.execute(  # version 9 moved the runs out of ``schedules.runs`` (left in place, no longer read)
+        "INSERT INTO schedule_runs (uid, runs) SELECT uid, runs FROM schedules WHERE runs <> '[]'"
+        " ON CONFLICT (uid) DO NOTHING"
     )
 
 
@@ -152,6 +158,11 @@ _TERMINAL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL))
 _SCHEDULE_COLUMNS = (
     "uid, cron, time_zone, job, policy, created, label, start_date, end_date, state, next_fire, last_fire,"
     " runs, token"
+)
+#: What a schedule is read as: its row, and its runs from ``schedule_runs`` (a subquery, so that a
+#: ``FOR UPDATE`` locks the schedule's row only).
+_SCHEDULE_SELECT = _SCHEDULE_COLUMNS.replace(
+    " runs,", " COALESCE((SELECT r.runs FROM schedule_runs r WHERE r.uid = schedules.uid), '[]') AS runs,"
 )
 
 #: A queued write: what it does, who waits for it, and what to call with its value once it is committed
@@ -333,14 +344,18 @@ def _write_writebacks(conn: Conn, writebacks: Sequence[PendingWriteback]) -> Non
         )
 
 
-def _append_run(conn: Conn, record: JobRecord, scheduled_for: datetime | None, limit: int) -> None:
-    row = conn.execute("SELECT runs FROM schedules WHERE uid = ?", (record.schedule,)).fetchone()
-    if row is None:
-        return
+def _append_run(conn: Conn, record: JobRecord, scheduled_for: datetime | None, limit: int, lock: str) -> None:
+    """Add a run to its schedule's history, in the history's own row (locked: replicas recording two
+    runs of one schedule at once queue up), never the schedule's."""
+    conn.execute(
+        "INSERT INTO schedule_runs (uid, runs) VALUES (?, '[]') ON CONFLICT (uid) DO NOTHING",
+        (record.schedule,),
+    )
+    row = conn.execute(f"SELECT runs FROM schedule_runs WHERE uid = ?{lock}", (record.schedule,)).fetchone()
     run = {"uid": record.uid, "scheduledFor": _ts(scheduled_for), "started": _ts(record.created)}
     runs = [*json.loads(row["runs"]), run][-limit:]
     conn.execute(
-        "UPDATE schedules SET runs = ? WHERE uid = ?",
+        "UPDATE schedule_runs SET runs = ? WHERE uid = ?",
         (json.dumps(runs, separators=(",", ":")), record.schedule),
     )
 
@@ -583,8 +598,13 @@ class SqlStore:
                     f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES ({', '.join('?' * 14)})",
                     _schedule_values(schedule),
                 )
+                if schedule.runs:
+                    conn.execute(
+                        "INSERT INTO schedule_runs (uid, runs) VALUES (?, ?)",
+                        (schedule.uid, json.dumps(schedule.runs, separators=(",", ":"))),
+                    )
             if record.schedule is not None:
-                _append_run(conn, record, scheduled_for, run_limit)
+                _append_run(conn, record, scheduled_for, run_limit, self.dialect.for_update)
             _write_events(conn, events)
             _write_writebacks(conn, writebacks)
             return None
@@ -912,7 +932,7 @@ class SqlStore:
 
     async def get_schedule(self, uid: str) -> ScheduleRecord | None:
         def op(conn: Conn) -> ScheduleRecord | None:
-            row = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE uid = ?", (uid,)).fetchone()
+            row = conn.execute(f"SELECT {_SCHEDULE_SELECT} FROM schedules WHERE uid = ?", (uid,)).fetchone()
             return _row_to_schedule(row) if row is not None else None
 
         return await self._read(op)
@@ -925,7 +945,7 @@ class SqlStore:
             for start in range(0, len(wanted), 500):  # SQLite's bound-parameter limit
                 chunk = wanted[start : start + 500]
                 rows = conn.execute(
-                    f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE uid IN ({', '.join('?' * len(chunk))})",
+                    f"SELECT {_SCHEDULE_SELECT} FROM schedules WHERE uid IN ({', '.join('?' * len(chunk))})",
                     chunk,
                 ).fetchall()
                 found.update((row["uid"], _row_to_schedule(row)) for row in rows)
@@ -935,7 +955,7 @@ class SqlStore:
 
     async def list_schedules(self) -> list[ScheduleRecord]:
         def op(conn: Conn) -> list[ScheduleRecord]:
-            rows = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY created").fetchall()
+            rows = conn.execute(f"SELECT {_SCHEDULE_SELECT} FROM schedules ORDER BY created").fetchall()
             return [_row_to_schedule(r) for r in rows]
 
         return await self._read(op)
@@ -954,7 +974,7 @@ class SqlStore:
             out: dict[str, ScheduleRecord] = {}
             for uid, decide in decisions.items():
                 row = conn.execute(
-                    f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE uid = ?{lock}", (uid,)
+                    f"SELECT {_SCHEDULE_SELECT} FROM schedules WHERE uid = ?{lock}", (uid,)
                 ).fetchone()
                 if row is None:
                     continue
@@ -967,17 +987,11 @@ class SqlStore:
                 # A fire recorded (``last_fire`` moved) ends the claim that covered it: the next fire
                 # is anyone's at once. Other changes (pause, trigger) leave a claim as it is.
                 fired = new.last_fire != current.last_fire
-                conn.execute(
-                    "UPDATE schedules SET state=?, next_fire=?, last_fire=?, runs=?"
+                conn.execute(  # not its runs: those are recorded with each run, in their own row
+                    "UPDATE schedules SET state=?, next_fire=?, last_fire=?"
                     + (", claimed_by=NULL, claimed_until=NULL" if fired else "")
                     + " WHERE uid=?",
-                    (
-                        new.state,
-                        _ts_utc(new.next_fire),
-                        _ts(new.last_fire),
-                        json.dumps(new.runs, separators=(",", ":")),
-                        uid,
-                    ),
+                    (new.state, _ts_utc(new.next_fire), _ts(new.last_fire), uid),
                 )
                 _write_events(conn, change.events)
                 out[uid] = new
@@ -994,7 +1008,7 @@ class SqlStore:
             "UPDATE schedules SET claimed_by = ?, claimed_until = ? WHERE uid IN (SELECT uid FROM schedules"
             " WHERE uid IN ({marks}) AND state = 'active' AND next_fire IS NOT NULL AND next_fire <= ?"
             " AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?)"
-            f"{self.dialect.skip_locked}) RETURNING {_SCHEDULE_COLUMNS}"
+            f"{self.dialect.skip_locked}) RETURNING {_SCHEDULE_SELECT}"
         )
         fixed = (_utc(horizon), _utc(now), owner)
 
