@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,13 +40,24 @@ def replica_env(vhost_url: str, postgres_url: str, state: Path, lease: float) ->
 
 
 async def start_replica(env: dict[str, str]) -> asyncio.subprocess.Process:
-    """A ``dm-jobd run`` process, returned once it logged that it is ready."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daemon.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
-    )
-    assert process.stderr is not None
-    while b'"dm-jobd ready"' not in (line := await asyncio.wait_for(process.stderr.readline(), 60)):
-        assert line, "the replica exited"
+    """A ``dm-jobd run`` process, returned once it logged that it is ready.
+
+    Its log goes to a file beside its state folder, not a pipe: a pipe nobody reads fills up and
+    stops the replica at its next log line.
+    """
+    state = Path(env["DM_JOBD_STATE_DIR"])
+    state.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=state.parent, prefix="replica-", suffix=".log", delete=False) as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "daemon.cli", "run", env=env, stderr=log
+        )
+    path = Path(log.name)
+
+    async def ready() -> bool | None:
+        assert process.returncode is None, f"the replica exited: {path.read_text()[-2000:]}"
+        return True if b'"dm-jobd ready"' in path.read_bytes() else None
+
+    await poll_until(ready, timeout=60, what=f"the replica to be ready (log {path})")
     return process
 
 
