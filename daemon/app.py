@@ -167,6 +167,7 @@ class Daemon:
             metrics=self.metrics,
             replica_id=self.presence.id,
             heartbeat_seconds=s.replica_heartbeat_seconds,
+            clock=self.clock,
         )
         self.jobs.on_status = self.metrics.status_changed
         self.writeback: WritebackRelay | None = None

@@ -60,16 +60,23 @@ class PrivatePostgres:
             user = pwd.getpwnam("postgres")
             for path in (self.base, self.socket_dir):
                 os.chown(path, user.pw_uid, user.pw_gid)
-        binaries = pg_bin()
-        await self._run(str(binaries / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-N")
+        await self._run(str(pg_bin() / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-N")
+        await self.resume()
+
+    async def resume(self) -> None:
+        """Start the server on its data folder (again, after :meth:`halt`: it recovers from its WAL)."""
         options = (
             f"-p {self.port} -k {self.socket_dir} -c listen_addresses='' -c fsync=on"
             " -c max_connections=200 -c shared_buffers=64MB"
         )
         log = self.base / "server.log"
         await self._run(
-            str(binaries / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(log), "-w", "start"
+            str(pg_bin() / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(log), "-w", "start"
         )
+
+    async def halt(self) -> None:
+        """Stop the server as a crash would (``immediate``: no checkpoint, every connection cut)."""
+        await self._run(str(pg_bin() / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
     async def stop(self) -> None:
         if self.data.exists():

@@ -25,6 +25,7 @@ from daemon.store.records import (
     ScheduleChange,
     ScheduleRecord,
     StoreTooNew,
+    StoreUnavailable,
 )
 from daemon.store.sql import SCHEMA_VERSION, SqlStore
 from daemon.store.sqlite import SqliteStore
@@ -311,7 +312,7 @@ async def test_a_dropped_postgresql_connection_is_opened_again(postgres_url: str
         def run(current: JobRecord) -> Change:
             return Change(dataclasses.replace(current, status=JobStatus.RUNNING), [])
 
-        with pytest.raises(psycopg.OperationalError):
+        with pytest.raises(StoreUnavailable, match="cannot be reached"):
             await store.modify(job.uid, run)  # the write in flight when it dropped fails...
         assert await store.modify(job.uid, run) is not None  # ...and the next opens a new connection
     finally:

@@ -16,6 +16,7 @@ import structlog
 from pydantic import ValidationError
 
 from daemon.bus.message import Delivery, Reply, Verdict
+from daemon.clock import Clock, SystemClock
 from daemon.contracts import (
     COMMAND_MODELS,
     Answer,
@@ -48,7 +49,7 @@ from daemon.jobs.views import job_answer, job_view
 from daemon.scheduling.commands import ScheduleCommands
 from daemon.scheduling.fire import fire_message_id
 from daemon.scheduling.recurring import schedule_view
-from daemon.store.records import ScheduleRecord
+from daemon.store.records import ScheduleRecord, StoreUnavailable
 
 __all__ = ["MAX_DEPTH", "Dispatcher", "Meter", "parse_body", "start_key"]
 
@@ -140,7 +141,13 @@ class Dispatcher:
         metrics: Meter | None = None,
         replica_id: str | None = None,
         heartbeat_seconds: float = 5.0,
+        clock: Clock | None = None,
+        store_wait_max: float = 2.0,
     ) -> None:
+        self.clock: Clock = clock or SystemClock()
+        #: The longest pause between two tries of a command while the store is away.
+        self.store_wait_max = store_wait_max
+        self._store_away = False
         self.metrics = metrics
         self.replica_id = replica_id
         self.heartbeat_seconds = heartbeat_seconds
@@ -183,7 +190,7 @@ class Dispatcher:
                 uid = getattr(command, "uid", None)
                 if uid is not None:
                     structlog.contextvars.bind_contextvars(uid=uid)
-                answer = await self._run(kind, command, delivery)
+                answer = await self._run_when_stored(kind, command, delivery)
                 return Verdict.ACK, answer, "ok"
             except JobdError as exc:
                 if exc.bad_input:
@@ -200,6 +207,29 @@ class Dispatcher:
                     return Verdict.RETRY, None, "retry"
                 failure = JobdError(f"internal error: {type(exc).__name__}", code=ErrorCode.INTERNAL)
                 return Verdict.DEAD_LETTER, _error_answer(failure), ErrorCode.INTERNAL.value
+
+    async def _run_when_stored(self, kind: str, command: Command, delivery: Delivery) -> bytes:
+        """Run the command; while the store is away, wait for it and run it again.
+
+        Redelivering instead would spend the command's delivery limit in a blink and dead-letter it.
+        The delivery stays unsettled meanwhile, so a daemon stopped while waiting leaves it to the
+        broker to deliver again. Said once per outage, not once per waiting command.
+        """
+        pause = 0.05
+        while True:
+            try:
+                answer = await self._run(kind, command, delivery)
+            except StoreUnavailable as exc:
+                if not self._store_away:
+                    self._store_away = True
+                    self.log.warning("the store is away; commands wait for it", error=str(exc))
+                await self.clock.sleep(pause)
+                pause = min(pause * 2, self.store_wait_max)
+                continue
+            if self._store_away:
+                self._store_away = False
+                self.log.info("the store is back; waiting commands run")
+            return answer
 
     def _parse(self, kind: str, delivery: Delivery) -> Command:
         if len(delivery.body) > self.max_body_bytes:

@@ -16,7 +16,7 @@ from daemon.bus.message import BusUnavailable
 from daemon.bus.ports import Publisher
 from daemon.clock import Clock, SystemClock
 from daemon.contracts import Log
-from daemon.store.records import JobStore
+from daemon.store.records import JobStore, StoreUnavailable
 
 __all__ = ["OutboxRelay"]
 
@@ -61,10 +61,11 @@ class OutboxRelay:
             try:
                 sent = await self.relay_once()
                 backoff = 0.1
-            except (BusUnavailable, ConnectionError, OSError) as exc:
+            except (BusUnavailable, StoreUnavailable, ConnectionError, OSError) as exc:
                 if self._closing:
                     return
-                self.log.warning("events wait for the broker", error=str(exc), retry_in=backoff)
+                away = "store" if isinstance(exc, StoreUnavailable) else "broker"
+                self.log.warning(f"events wait for the {away}", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)  # a back-off between attempts, not a synchronisation
                 backoff = min(backoff * 2, self.retry_max)
                 continue

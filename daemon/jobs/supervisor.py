@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import structlog
 
@@ -28,9 +29,11 @@ from daemon.contracts import (
 )
 from daemon.jobs.boundary import GuardedRunner
 from daemon.jobs.service import Jobs
-from daemon.store.records import JobRecord
+from daemon.store.records import JobRecord, StoreUnavailable
 
 __all__ = ["Supervisor"]
+
+T = TypeVar("T")
 
 
 class Supervisor:
@@ -104,7 +107,9 @@ class Supervisor:
             runner = self.jobs.runner_for(record)
         except JobdError as exc:
             launched.set()
-            await self.jobs.change(record.uid, status=JobStatus.FAILED, message=exc.message)
+            await self._stored(
+                functools.partial(self.jobs.change, record.uid, status=JobStatus.FAILED, message=exc.message)
+            )
             return
         spec = self.jobs.spec(record)
         handle = record.handle
@@ -114,12 +119,17 @@ class Supervisor:
             except JobdError as exc:  # the runner's failure, or a contract error it raised (DMSS refused)
                 self.log.warning("runner could not start the job", uid=record.uid, error=exc.message)
                 message = f"the runner could not start the job: {exc.message}"
-                await self.jobs.change(record.uid, status=JobStatus.FAILED, message=message)
+                await self._stored(
+                    functools.partial(self.jobs.change, record.uid, status=JobStatus.FAILED, message=message)
+                )
                 return
             finally:
                 launched.set()
             handle = started.handle
-            updated = await self.jobs.observe(record.uid, started.status, handle=handle)
+            # The handle must be kept: a job whose handle is lost would be started again.
+            updated = await self._stored(
+                functools.partial(self.jobs.observe, record.uid, started.status, handle=handle)
+            )
             if updated is None or updated.status.is_terminal:
                 return
             record = updated
@@ -152,7 +162,7 @@ class Supervisor:
                             JobStatus.UNKNOWN, message=f"the runner cannot tell: {exc.message}"
                         )
                 if seen is not None:
-                    updated = await self.jobs.observe(spec.uid, seen)
+                    updated = await self._stored(functools.partial(self.jobs.observe, spec.uid, seen))
                     if updated is None or updated.status.is_terminal:
                         return
                     changed = updated is not record and (
@@ -197,11 +207,22 @@ class Supervisor:
             await runner.stop(spec, handle)
         except RunnerError as exc:
             self.log.warning("stopping a job past its time limit failed", uid=spec.uid, error=exc.message)
-        await self.jobs.change(
-            spec.uid,
-            status=JobStatus.FAILED,
-            message=f"stopped: the job ran longer than its time limit of {record.time_limit:g} s",
+        message = f"stopped: the job ran longer than its time limit of {record.time_limit:g} s"
+        await self._stored(
+            functools.partial(self.jobs.change, spec.uid, status=JobStatus.FAILED, message=message)
         )
+
+    async def _stored(self, write: Callable[[], Awaitable[T]]) -> T:
+        """``write`` once the store takes it: while the store is away, the watch waits and tries again
+        (what a runner reported, above all a new job's handle, must not be dropped, nor the job's
+        watch given up)."""
+        pause = 0.05
+        while True:
+            try:
+                return await write()
+            except StoreUnavailable:
+                await self.clock.sleep(pause)
+                pause = min(pause * 2, self.poll_max)
 
     async def stop(self, uid: str) -> tuple[JobRecord, bool]:
         """Stop a job on request; returns its record and whether it was stopped (False: already over)."""

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from daemon.store.records import StoreTooNew
+from daemon.store.records import StoreTooNew, StoreUnavailable
 from daemon.store.sql import ADDED_COLUMNS, SCHEMA_VERSION, Conn, Cursor, Dialect, SqlStore, finish_migration
 
 # SQL here is built only from this module's own constants, never from input.
@@ -103,6 +103,19 @@ CREATE TABLE IF NOT EXISTS writeback (
     PRIMARY KEY (uid, kind)
 )
 """
+
+#: How long a read waits for a pooled connection before the store counts as unreachable.
+_READ_WAIT_SECONDS = 10.0
+
+#: SQLSTATEs of a server that is away: connection exceptions (class 08) and a server shutting down,
+#: crashed or starting (57P01-57P03). An error without one is the client's: no connection at all.
+_AWAY = ("08", "57P01", "57P02", "57P03")
+
+
+def _away(exc: psycopg.OperationalError) -> bool:
+    state = exc.sqlstate
+    return state is None or state.startswith(_AWAY)
+
 
 #: Any constant: the key of the advisory lock migrations take (``dm-jobd`` in ASCII).
 _MIGRATION_LOCK = 0x646D2D6A6F6264
@@ -265,6 +278,7 @@ class PostgresStore(SqlStore):
             open=False,
             kwargs={"autocommit": True, "row_factory": _row_factory},
             name="dm-jobd reads",
+            timeout=_READ_WAIT_SECONDS,
         )
         try:
             await asyncio.get_running_loop().run_in_executor(
@@ -288,9 +302,26 @@ class PostgresStore(SqlStore):
     async def _read(self, fn: Callable[[Conn], T]) -> T:
         if self._pool is None or self._read_executor is None:
             return await super()._read(fn)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._read_executor, functools.partial(self._read_pooled, self._pool, fn)
-        )
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._read_executor, functools.partial(self._read_pooled, self._pool, fn)
+            )
+        except psycopg.OperationalError as exc:
+            if _away(exc):
+                raise self._unavailable(exc) from exc
+            raise
+
+    def _run_batch(self, fns: list[Callable[[Conn], Any]]) -> list[tuple[bool, Any]]:
+        try:
+            return super()._run_batch(fns)
+        except psycopg.OperationalError as exc:
+            if _away(exc):
+                raise self._unavailable(exc) from exc
+            raise
+
+    def _unavailable(self, exc: psycopg.OperationalError) -> StoreUnavailable:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreUnavailable(f"{self.describe} cannot be reached: {reason}")
 
     @staticmethod
     def _read_pooled(pool: ConnectionPool[psycopg.Connection[Any]], fn: Callable[[Conn], T]) -> T:

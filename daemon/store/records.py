@@ -24,6 +24,7 @@ __all__ = [
     "ScheduleChange",
     "ScheduleRecord",
     "StoreTooNew",
+    "StoreUnavailable",
     "WritebackRow",
 ]
 
@@ -172,6 +173,14 @@ class JobQuery:
 
 class StoreTooNew(Exception):
     """The store was written by a newer dm-jobd, whose schema this version does not know."""
+
+
+class StoreUnavailable(Exception):
+    """The store's server cannot be reached (stopped, restarting, the network away).
+
+    Nothing of the call was kept: what asked may ask again once the server is back. A command waits
+    for it rather than being redelivered until its delivery limit dead-letters it.
+    """
 
 
 @dataclass(frozen=True)
