@@ -135,6 +135,28 @@ async def test_changes_queued_together_each_see_the_one_before(store: SqlStore) 
     assert logs == {jobs[0].uid: ["a", "c", "f"], jobs[1].uid: ["b"], jobs[2].uid: ["e"], fresh.uid: ["d"]}
 
 
+async def test_a_key_taken_before_is_answered_from_the_store_within_a_group_commit(store: SqlStore) -> None:
+    """PostgreSQL takes a batch's keys to be new; one that was taken sends the batch write by write,
+    so the repeat gets the first answer and starts nothing, and the new ones start once each."""
+    first = record()
+    await store.insert(first, key="k:taken", answer=b'{"first": true}', events=())
+    launched: list[str] = []
+    store.on_insert = lambda r, s: launched.append(r.uid)
+    fresh = [record() for _ in range(3)]
+    repeat = record()
+    outcomes = await asyncio.gather(
+        store.insert(fresh[0], key="k:0", answer=b"{}", events=[event(fresh[0].uid, 1)]),
+        store.insert(repeat, key="k:taken", answer=b"{}", events=[event(repeat.uid, 1)]),
+        store.insert(fresh[1], key="k:1", answer=b"{}", events=[event(fresh[1].uid, 1)]),
+        store.insert(fresh[2], key=None, answer=b"{}", events=[event(fresh[2].uid, 1)]),
+    )
+    assert list(outcomes) == [None, b'{"first": true}', None, None]
+    assert sorted(launched) == sorted(r.uid for r in fresh)
+    assert await store.get(repeat.uid) is None
+    ids = sorted(r.message.message_id for r in await store.outbox(10))
+    assert ids == sorted(f"{r.uid}-1" for r in fresh), "the repeat's event was not kept"
+
+
 async def test_a_failing_write_in_a_group_commit_fails_alone(store: SqlStore) -> None:
     """Writes queued together commit together; the one that fails (a uid taken) gets its own error,
     the others their effects and events, whichever order they came in."""

@@ -306,12 +306,17 @@ def _record_values(r: JobRecord) -> tuple[Any, ...]:
     )
 
 
-def _claim_key(conn: Conn, key: str, uid: str, answer: bytes) -> bytes | None:
+def _claim_key(conn: Conn, key: str, uid: str, answer: bytes, *, optimistic: bool = False) -> bytes | None:
     """Record the idempotency key; the answer already recorded under it when it was taken.
 
     One statement when the key is new (the common case): the insert that finds it taken reads it.
     Two replicas taking one key at once: the second waits for the first's commit, then reads it.
+    ``optimistic`` (a pipelined batch): the key is taken to be new, with no reply awaited; a key
+    that was taken fails the batch, which then runs write by write, reading it as above.
     """
+    if optimistic:
+        conn.execute("INSERT INTO idempotency (key, uid, answer) VALUES (?, ?, ?)", (key, uid, answer))
+        return None
     taken = conn.execute(
         "INSERT INTO idempotency (key, uid, answer) VALUES (?, ?, ?)"
         " ON CONFLICT (key) DO NOTHING RETURNING key",
@@ -379,6 +384,8 @@ class SqlStore:
         self._pending: list[_Op] = []
         #: The job rows a pipelined batch read and locked ahead, until a write uses (or may change) them.
         self._locked: dict[str, JobRecord] = {}
+        #: In a pipelined batch: idempotency keys are taken to be new (see :func:`_claim_key`).
+        self._optimistic = False
         self._flusher: asyncio.Task[None] | None = None
 
     # -- what a subclass provides (each runs on the store's thread) ------------------------------------
@@ -500,6 +507,7 @@ class SqlStore:
         conn.execute(self.dialect.begin)
         try:
             self._lock_ahead(conn, fns)
+            self._optimistic = True
             for fn in fns:
                 if not isinstance(fn, _JobWrite):  # it may change what was read ahead
                     self._locked.clear()
@@ -511,7 +519,11 @@ class SqlStore:
             raise
         finally:
             self._locked.clear()
+            self._optimistic = False
         return outcomes
+
+    def _claim(self, conn: Conn, key: str, uid: str, answer: bytes) -> bytes | None:
+        return _claim_key(conn, key, uid, answer, optimistic=self._optimistic)
 
     def _lock_ahead(self, conn: Conn, fns: list[Callable[[Conn], Any]]) -> None:
         uids = sorted({fn.uid for fn in fns if isinstance(fn, _JobWrite) and fn.uid is not None})
@@ -587,7 +599,7 @@ class SqlStore:
         writebacks: Sequence[PendingWriteback] = (),
     ) -> bytes | None:
         def op(conn: Conn) -> bytes | None:
-            if key is not None and (prior := _claim_key(conn, key, record.uid, answer)) is not None:
+            if key is not None and (prior := self._claim(conn, key, record.uid, answer)) is not None:
                 return prior
             conn.execute(
                 f"INSERT INTO jobs ({_COLUMNS}) VALUES ({', '.join('?' * _COLUMN_COUNT)})",
@@ -617,7 +629,7 @@ class SqlStore:
 
     async def remember(self, key: str, uid: str, answer: bytes, events: Sequence[Outgoing]) -> bytes | None:
         def op(conn: Conn) -> bytes | None:
-            if (prior := _claim_key(conn, key, uid, answer)) is not None:
+            if (prior := self._claim(conn, key, uid, answer)) is not None:
                 return prior
             _write_events(conn, events)
             return None
