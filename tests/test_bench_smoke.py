@@ -1,5 +1,6 @@
 """scripts/bench runs end to end on the session broker and reports every figure: SQLite with one
-daemon (``--quick``), and SQLite beside PostgreSQL with one and two replicas in the same run.
+daemon (``--quick``), SQLite beside PostgreSQL with one and two replicas in the same run, and the
+backlog mode (jobs queued before the daemon starts).
 
 It checks that the benchmark works and loses no job, never how fast anything is.
 """
@@ -120,6 +121,27 @@ async def test_sqlite_and_postgres_replicas_in_one_run_lose_nothing_and_are_comp
         assert (await cursor.fetchone()) == (True,), "the bench left the named database alone"
         cursor = await conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", [made])
         assert await cursor.fetchall() == [], "the runs' databases are dropped afterwards"
+
+
+async def test_the_backlog_mode_drains_jobs_queued_before_the_daemon_and_times_its_start_up(
+    vhost_url: str,
+) -> None:
+    jobs = 100
+    figures = await run_bench_json(
+        BENCH, "--backlog", "--jobs", str(jobs), "--calls", "20", amqp_url=vhost_url
+    )
+    [run] = figures["runs"]
+    assert run["backlog"] is True and run["store_jobs"] == {"completed": jobs}, run
+    for name in (
+        "daemon_jobs_per_s",
+        "daemon_drain_jobs_per_s",
+        "daemon_ready_seconds",
+        "daemon_cpu_ms_per_job",
+    ):
+        positive(run, name)
+    ready, first = run["daemon_ready_seconds"], run["daemon_first_completed_seconds"]
+    assert 0 < ready < first <= run["daemon_seconds"], run
+    assert "daemon_publish_seconds" not in run, "nothing is published at a running daemon"
 
 
 async def test_replicas_without_postgresql_are_refused_with_a_clear_error() -> None:
