@@ -7,10 +7,14 @@ wrong (``AZURE_JOB_SUBSCRIPTION`` not a GUID, ...): Azure jobs are then refused,
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from daemon.contracts import RunnerContext, RunnerUnavailable
 
 from .config import AzureConfig, ConfigError
-from .runner import AzureError, AzureRunner
+
+if TYPE_CHECKING:
+    from .runner import AzureError, AzureRunner
 
 __all__ = ["AZURE_TYPE", "CLASSIC_TYPES", "PLUGIN", "TYPES", "AzureConfig", "AzureError", "AzureRunner"]
 
@@ -32,7 +36,19 @@ class _Plugin:
         except ConfigError as exc:
             raise RunnerUnavailable(f"the Azure runners are off: {exc}") from None
         ctx.log.info("Azure runners configured", config=repr(cfg))
+        from .runner import AzureRunner  # the Azure SDK, loaded only when the runners are on
+
         return AzureRunner(cfg, log=ctx.log, state_dir=ctx.state_dir, classic_types=frozenset(CLASSIC_TYPES))
 
 
 PLUGIN = _Plugin()
+
+
+def __getattr__(name: str) -> object:
+    """``AzureRunner`` and ``AzureError`` on first use: a daemon whose Azure runners are off never
+    imports the Azure SDK (about 0.15 s of its start-up)."""
+    if name in ("AzureError", "AzureRunner"):
+        from . import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
