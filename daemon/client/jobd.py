@@ -31,7 +31,7 @@ from daemon.contracts import (
 
 __all__ = ["JobdClient"]
 
-#: Commands sent once more when the connection is lost before their answer (its node went away): the
+#: Commands sent again when the connection is lost before their answer (its node went away): the
 #: queries, and the starts whose message id is their idempotency key (the daemon answers a repeat as
 #: it answered the first). Others (progress, stop, schedule changes) are left to the caller.
 _REPEATABLE = frozenset(
@@ -101,14 +101,16 @@ class JobdClient:
 
         ``trace`` continues a W3C trace: the command, and for a start the job, its events and its
         environment, carry it (a start without one begins a new trace). A command whose answer was
-        lost with its broker node is sent once more, through the next node, when repeating it is
-        harmless (a query, or a start with a message id); otherwise ``ConnectionError`` is raised.
+        lost with its broker node is sent again, through the next node (until the call's timeout), when
+        repeating it is harmless (a query, or a start with a message id); otherwise ``ConnectionError``
+        is raised.
         """
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         headers = trace.headers() if trace is not None else None
         repeatable = kind in _REPEATABLE or (kind in _IDEMPOTENT_BY_ID and message_id is not None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout or self.timeout)
+        pause = 0.05
         while True:
             try:
                 reply = await self._rpc.send(
@@ -116,9 +118,12 @@ class JobdClient:
                 )
                 break
             except ConnectionError:
-                if not repeatable or loop.time() >= deadline:
+                if not repeatable or loop.time() + pause >= deadline:
                     raise
-                repeatable = False  # once: a second loss in a row is not a node going away
+                # Until the deadline: right after a node dies, a send can fail again before the
+                # connection has noticed and failed over (it then waits for the next node).
+                await asyncio.sleep(pause)  # a back-off between attempts, not a synchronisation
+                pause = min(pause * 2, 0.5)
         assert reply is not None
         answer: dict[str, Any] = json.loads(reply)
         return answer
