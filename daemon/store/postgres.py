@@ -155,6 +155,16 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
     return lambda values: _Row(values, index)
 
 
+def _execute(conn: psycopg.Connection[Any], sql: str, parameters: Any) -> psycopg.Cursor[Any]:
+    return conn.execute(_placeholders(sql), parameters)
+
+
+def _executemany(conn: psycopg.Connection[Any], sql: str, parameters: Any) -> psycopg.Cursor[Any]:
+    cursor = conn.cursor()
+    cursor.executemany(_placeholders(sql), parameters)
+    return cursor
+
+
 class _Statements:
     """A pooled connection speaking the store's SQL (``?`` marks), for reads."""
 
@@ -164,12 +174,10 @@ class _Statements:
         self._conn = conn
 
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
-        return self._conn.execute(_placeholders(sql), parameters)
+        return _execute(self._conn, sql, parameters)
 
     def executemany(self, sql: str, parameters: Any, /) -> Cursor:
-        cursor = self._conn.cursor()
-        cursor.executemany(_placeholders(sql), parameters)
-        return cursor
+        return _executemany(self._conn, sql, parameters)
 
 
 class _PipelinedCursor:
@@ -234,12 +242,11 @@ class _Connection:
         return self._conn if self._pipeline is not None else self._live()
 
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
-        cursor = self._current().execute(_placeholders(sql), parameters)
+        cursor = _execute(self._current(), sql, parameters)
         return cursor if self._pipeline is None else _PipelinedCursor(cursor, self._pipeline)
 
     def executemany(self, sql: str, parameters: Any, /) -> Cursor:
-        cursor = self._current().cursor()
-        cursor.executemany(_placeholders(sql), parameters)
+        cursor = _executemany(self._current(), sql, parameters)
         return cursor if self._pipeline is None else _PipelinedCursor(cursor, self._pipeline)
 
     def close(self) -> None:
