@@ -1,6 +1,7 @@
 """scripts/bench runs end to end on the session broker and reports every figure: SQLite with one
-daemon (``--quick``), SQLite beside PostgreSQL with one and two replicas in the same run, and the
-backlog mode (jobs queued before the daemon starts).
+daemon (``--quick``), SQLite beside PostgreSQL with one and two replicas in the same run, the
+backlog mode (jobs queued before the daemon starts), and ``--compare`` (the same backlog drained by
+Celery and by the raw consumer too).
 
 It checks that the benchmark works and loses no job, never how fast anything is.
 """
@@ -12,10 +13,15 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import psycopg
 import pytest
 from helpers import run_bench_json
+
+from daemon.contracts import COMMAND_QUEUE as COMMANDS_QUEUE
+from daemon.localbroker import LocalBroker
 
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench"
 
@@ -144,6 +150,55 @@ async def test_the_backlog_mode_drains_jobs_queued_before_the_daemon_and_times_i
     assert "daemon_publish_seconds" not in run, "nothing is published at a running daemon"
 
 
+async def test_compare_drains_the_same_backlog_with_celery_and_the_raw_consumer_losing_nothing(
+    vhost_url: str, broker: LocalBroker
+) -> None:
+    figures = await run_bench_json(BENCH, "--backlog", "--compare", "--quick", amqp_url=vhost_url)
+    jobs = figures["jobs"]
+    compare = figures["compare"]
+    assert compare["units"] == jobs == 500 and compare["rounds"] == 1
+    assert compare["configuration"] == "sqlite x1"
+    [run] = figures["runs"]
+    assert run["backlog"] is True and run["store_jobs"] == {"completed": jobs}, run
+    systems = compare["systems"]
+    assert set(systems) == {"dm_jobd", "celery", "raw_backlog"}
+    for name, system in systems.items():
+        for figure in (
+            "units_per_s",
+            "seconds",
+            "startup_seconds",
+            "drain_units_per_s",
+            "cpu_seconds",
+            "cpu_ms_per_unit",
+        ):
+            positive(system, figure)
+        assert system["units"] == jobs and system["completed"] == jobs, (name, system)
+        assert 0 < system["startup_seconds"] <= system["seconds"], (name, system)
+        assert "broker_cpu_ms_per_unit" not in system, "DM_JOBD_AMQP_URL: the broker's CPU is unknown"
+    assert systems["dm_jobd"]["units_per_s"] == pytest.approx(run["daemon_jobs_per_s"])
+    celery = systems["celery"]
+    assert celery["executions"] == jobs and celery["left_in_queue"] == 0, "each task ran once, none left"
+    assert celery["pool"] == "threads" and celery["concurrency"] == 8 and celery["result_backend"] is None
+    assert celery["version"].startswith("5."), celery
+    for ratio in ("dm_jobd_to_celery", "dm_jobd_to_raw_backlog"):
+        positive(compare["ratios"], ratio)
+    assert compare["target_ratio_to_raw_backlog"] == 0.6
+    [only] = compare["per_round"]
+    assert only["ratios"] == compare["ratios"]
+
+    # Only the daemon's names are left on the broker: Celery's and the raw consumer's are deleted.
+    vhost = quote(vhost_url.rsplit("/", 1)[1], safe="")
+    assert broker.management_url is not None
+    async with httpx.AsyncClient(base_url=broker.management_url, auth=("guest", "guest")) as http:
+        for kind in ("queues", "exchanges"):
+            reply = await http.get(f"api/{kind}/{vhost}")
+            reply.raise_for_status()
+            names = {item["name"] for item in reply.json()}
+            assert COMMANDS_QUEUE in names, (kind, names)
+            left = {n for n in names if n and not n.startswith(("dm-job.", "amq."))}
+            assert left == set(), f"{kind} the comparison left behind: {left}"
+
+
 async def test_replicas_without_postgresql_are_refused_with_a_clear_error() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -157,3 +212,21 @@ async def test_replicas_without_postgresql_are_refused_with_a_clear_error() -> N
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2 and out == b""
     assert "--replicas 2 needs a PostgreSQL store" in err.decode(), err
+
+
+async def test_compare_without_celery_fails_with_one_line_naming_scripts_setup(tmp_path: Path) -> None:
+    # An interpreter that cannot import celery: a sitecustomize blocking it, ahead on the path.
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['celery'] = None\n")
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCH),
+        "--compare",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2 and out == b""
+    [line] = err.decode().splitlines()
+    assert "--compare needs Celery" in line and "scripts/setup" in line, line
