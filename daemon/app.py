@@ -392,8 +392,11 @@ class Daemon:
     def request_stop(self) -> None:
         self._stopping.set()
 
-    async def run(self) -> None:
-        """Run until SIGTERM or SIGINT, which are honoured at any moment, waiting for the broker too."""
+    async def run(self, *, ready: Callable[[], None] | None = None) -> None:
+        """Run until SIGTERM or SIGINT, which are honoured at any moment, waiting for the broker too.
+
+        ``ready`` is called once the daemon consumes (the process's own tuning: see ``dm-jobd run``).
+        """
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -403,6 +406,8 @@ class Daemon:
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if starting.done():
                 starting.result()  # a failed start raises here
+                if ready is not None:
+                    ready()
                 await stopping
         finally:
             await _cancel(starting)

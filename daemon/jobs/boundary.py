@@ -9,7 +9,7 @@ retried as a crash of ours. The contract's own errors (``JobdError``) and cancel
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from daemon.contracts import (
     REACH_HOST,
@@ -55,6 +55,7 @@ class GuardedRunner:
         # Asked once: a runtime protocol check inspects the class, and a runner's abilities never change.
         self.watches = isinstance(inner, WatchingRunner)
         self.reconciles = isinstance(inner, ReconcilingRunner)
+        self._described = isinstance(inner, DescribedRunner)  # asked per start: checked once
 
     async def start(self, job: JobSpec) -> Started:
         return await _guard(self.inner.start(job))
@@ -99,8 +100,8 @@ class GuardedRunner:
 
     def runner_fields(self, runner_type: str) -> frozenset[str] | None:
         """The ``runner`` fields the inner runner reads, when it says (None: it does not)."""
-        if isinstance(self.inner, DescribedRunner):
-            return self.inner.runner_fields(runner_type)
+        if self._described:
+            return cast(DescribedRunner, self.inner).runner_fields(runner_type)
         return None
 
     async def forget(self, uid: str) -> None:

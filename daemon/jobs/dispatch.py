@@ -299,7 +299,7 @@ class Dispatcher:
         if accepted.schedule is not None:
             self.log.info("schedule registered", uid=accepted.schedule.uid, cron=accepted.schedule.cron)
         elif accepted.record is not None:
-            self.log.info("job accepted", uid=accepted.record.uid, runner_type=accepted.record.runner_type)
+            self.log.debug("job accepted", uid=accepted.record.uid, runner_type=accepted.record.runner_type)
             if scheduled is not None and self.metrics is not None:  # a fire's run, counted once
                 self.metrics.fired((accepted.record.created - scheduled).total_seconds())
         return accepted.answer
