@@ -33,6 +33,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from yarl import URL
 
+from daemon.bus.acks import AckWindow
 from daemon.bus.message import Answerer, BusUnavailable, Delivery, Handler, Verdict
 from daemon.contracts import (
     CLOUDEVENTS_CONTENT_TYPE,
@@ -422,6 +423,9 @@ class CommandConsumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._watchdog: asyncio.Task[None] | None = None
+        #: Acks waiting for the end of this turn of the loop, per channel (tags are per channel).
+        self._windows: dict[aiormq.abc.AbstractChannel, AckWindow] = {}
+        self._acking: asyncio.Task[None] | None = None
 
     async def start(self, *, check_every: float = 2.0) -> None:
         await self._consume(await self._connection.channel())
@@ -474,12 +478,37 @@ class CommandConsumer:
         if answer is not None and message.reply_to:
             headers = answer.trace.headers() if answer.trace is not None else {}
             self._answer(message.reply_to, message.correlation_id, answer.body, headers)
+        channel, tag = message.channel, message.delivery_tag
+        assert tag is not None  # consumed with acks: every delivery has a tag
+        window = self._windows.get(channel)
+        if window is None:
+            window = self._windows[channel] = AckWindow()
         if verdict is Verdict.ACK:
-            await message.ack()
-        elif verdict is Verdict.DEAD_LETTER:
+            window.ack(tag)  # sent with the others settled in this turn of the loop
+            if self._acking is None or self._acking.done():
+                self._acking = asyncio.create_task(self._send_acks())
+            return
+        if verdict is Verdict.DEAD_LETTER:
             await message.reject(requeue=False)
         else:
             await message.nack(requeue=True)
+        window.settled(tag)
+
+    async def _send_acks(self) -> None:
+        """Send the acks queued so far: a channel's settled prefix as one ``multiple`` ack.
+
+        A channel that closed meanwhile takes its acks with it: the broker delivers those commands
+        again, and their effects being stored, they are answered from the store.
+        """
+        while any(window.pending for window in self._windows.values()):  # more may come meanwhile
+            for channel, window in list(self._windows.items()):
+                try:
+                    for tag, multiple in window.take():
+                        await channel.basic_ack(tag, multiple=multiple, wait=False)
+                except Exception as exc:
+                    self._on_error(exc)
+                if channel.is_closed:
+                    del self._windows[channel]
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop consuming, then let the commands already taken finish and settle (within ``timeout``).
@@ -498,6 +527,7 @@ class CommandConsumer:
             self._tag = None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
+        await self._send_acks()
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._channel.close(), timeout)
