@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -31,6 +31,10 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aiormq.abc import ChannelFrame
+from pamqp import commands as spec
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 from yarl import URL
 
 from daemon.bus.acks import AckWindow
@@ -708,28 +712,92 @@ class Replier:
         await self._reset()
 
 
-def _message(m: Outgoing, content_type: str, *, expiration: timedelta | None = None) -> aio_pika.Message:
+def _properties(m: Outgoing, content_type: str, *, expiration_ms: int | None = None) -> spec.Basic.Properties:
     """A persistent message whose AMQP ``type`` mirrors its routing key (the command consumer reads it)."""
-    return aio_pika.Message(
-        m.body,
+    return spec.Basic.Properties(
         content_type=content_type,
         message_id=m.message_id,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        type=m.routing_key,
-        expiration=expiration,
+        delivery_mode=2,
+        message_type=m.routing_key,
+        expiration=str(expiration_ms) if expiration_ms is not None else None,
         headers=dict(m.headers) or None,
     )
 
 
-async def _confirmed(
-    exchange: AbstractExchange, message: aio_pika.Message, routing_key: str, *, mandatory: bool = False
-) -> bool:
-    """Publish and wait for the broker's confirm; False for a nack, a return or a closed channel."""
+#: Publishes sent in one socket write; a longer batch is split so no write holds the loop for long.
+PUBLISH_SLICE = 256
+
+
+async def _publish_all(
+    channel: AbstractChannel,
+    exchange: str,
+    messages: Sequence[tuple[str, bytes, spec.Basic.Properties]],
+    *,
+    mandatory: bool = False,
+) -> list[bool]:
+    """Publish ``(routing key, body, properties)`` on a confirming channel and wait for every confirm;
+    ``True`` where the broker confirmed, ``False`` for a nack, a return (mandatory) or a lost channel.
+
+    Why not ``Exchange.publish``: one publish there is a lock, a drain and a socket write of its own,
+    about 100 us of CPU; here a slice of publishes is one write, about 25 us each (scripts/bench).
+    It keeps aiormq's own books (delivery tags, confirmations, message ids of returnable messages),
+    so confirms, nacks and returns resolve as they do for ``basic_publish``.
+    """
     try:
-        await exchange.publish(message, routing_key=routing_key, mandatory=mandatory)
+        raw = cast(aiormq.Channel, await channel.get_underlay_channel())
     except Exception:
-        return False
-    return True
+        return [False] * len(messages)
+    confirmations: list[asyncio.Future[Any]] = []
+    for start in range(0, len(messages), PUBLISH_SLICE):
+        try:
+            confirmations += await _write_slice(
+                raw, exchange, messages[start : start + PUBLISH_SLICE], mandatory
+            )
+        except Exception:  # the channel closed: what was not written is not confirmed
+            break
+    outcomes = await asyncio.gather(*confirmations, return_exceptions=True)
+    confirmed = [isinstance(outcome, spec.Basic.Ack) for outcome in outcomes]
+    return confirmed + [False] * (len(messages) - len(confirmed))
+
+
+async def _write_slice(
+    raw: aiormq.Channel,
+    exchange: str,
+    messages: Sequence[tuple[str, bytes, spec.Basic.Properties]],
+    mandatory: bool,
+) -> list[asyncio.Future[Any]]:
+    frames: list[Any] = []
+    confirmations: list[asyncio.Future[Any]] = []
+    async with raw.lock:  # delivery tags are given in the order frames reach the socket
+        first = raw.delivery_tag
+        for routing_key, body, properties in messages:
+            raw.delivery_tag += 1
+            tag = raw.delivery_tag
+            confirmation = raw.create_future()
+            raw.confirmations[tag] = confirmation
+            if mandatory and properties.message_id:  # a return names its message by id
+                raw.message_id_delivery_tag[properties.message_id] = tag
+                confirmation.add_done_callback(functools.partial(_forget_id, raw, properties.message_id, tag))
+            confirmations.append(confirmation)
+            frames.append(spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory))
+            frames.append(ContentHeader(properties=properties, body_size=len(body)))
+            step = raw.max_content_size
+            frames.extend(ContentBody(body[at : at + step]) for at in range(0, len(body), step))
+        try:
+            await raw.write_queue.put(ChannelFrame.marshall(channel_number=raw.number, frames=frames))
+        except BaseException:  # not written: the tags are free again, and nothing waits for them
+            for tag in range(first + 1, raw.delivery_tag + 1):
+                raw.confirmations.pop(tag, None)
+            raw.delivery_tag = first
+            for confirmation in confirmations:
+                confirmation.cancel()
+            raise
+    return confirmations
+
+
+def _forget_id(raw: aiormq.Channel, message_id: str, tag: int, _: object) -> None:
+    if raw.message_id_delivery_tag.get(message_id) == tag:
+        del raw.message_id_delivery_tag[message_id]
 
 
 class ConfirmedPublisher:
@@ -769,13 +837,10 @@ class ConfirmedPublisher:
         """Publish all, wait for every confirm; ``True`` where the broker confirmed."""
         if self._exchange is None or self._channel is None or self._channel.is_closed:
             await self._heal()  # AmqpUnavailable while the connection is down
-        assert self._exchange is not None
-        exchange = self._exchange
-
-        def one(m: Outgoing) -> Awaitable[bool]:
-            return _confirmed(exchange, _message(m, self._content_type), m.routing_key)
-
-        return list(await asyncio.gather(*(one(m) for m in messages)))
+        assert self._channel is not None
+        content_type = self._content_type
+        batch = [(m.routing_key, m.body, _properties(m, content_type)) for m in messages]
+        return await _publish_all(self._channel, self._exchange_name, batch)
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -838,14 +903,17 @@ class CommandHold:
             raise AmqpUnavailable(f"could not declare the hold queue: {exc}") from exc
         queue = f"{HOLD_PREFIX}{due_ms}"
 
-        async def one(m: Outgoing) -> bool:
-            # The broker counts the time to live from when it takes the message: computed per message,
-            # at the last moment, so a slice published over a few hundred ms still expires at one instant.
-            expiration = timedelta(milliseconds=max(1, due_ms - round(time.time() * 1000)))
-            message = _message(m, JSON_CONTENT_TYPE, expiration=expiration)
-            return await _confirmed(channel.default_exchange, message, queue, mandatory=True)
-
-        return list(await asyncio.gather(*(one(m) for m in messages)))
+        confirmed: list[bool] = []
+        for start in range(0, len(messages), PUBLISH_SLICE):
+            # The broker counts the time to live from when it takes the message: computed per slice,
+            # at the last moment, so a burst written over a few hundred ms still expires at one instant.
+            ttl = max(1, due_ms - round(time.time() * 1000))
+            batch = [
+                (queue, m.body, _properties(m, JSON_CONTENT_TYPE, expiration_ms=ttl))
+                for m in messages[start : start + PUBLISH_SLICE]
+            ]
+            confirmed += await _publish_all(channel, "", batch, mandatory=True)
+        return confirmed
 
     async def close(self) -> None:
         if self._channel is not None:
