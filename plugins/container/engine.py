@@ -1,8 +1,11 @@
 """The Docker Engine boundary: the only module that imports aiodocker, and where its errors get words.
 
-aiodocker raises ``DockerError(status, message)`` for everything; callers here get :class:`EngineError`
-with a sentence a job's message can carry ("cannot reach the Docker engine at unix:///...", "image
-x is not on the engine and pulling it failed: ..."), or ``None`` for "no such container".
+aiodocker (and aiohttp under it, which builds its TLS contexts as it is imported) is imported on the
+first call to the engine, in a worker thread: about 0.15 s a daemon that runs no container job never
+pays, and that start-up does not wait for. aiodocker raises ``DockerError(status, message)`` for
+everything; callers here get :class:`EngineError` with a sentence a job's message can carry ("cannot
+reach the Docker engine at unix:///...", "image x is not on the engine and pulling it failed: ..."),
+or ``None`` for "no such container".
 """
 
 from __future__ import annotations
@@ -14,12 +17,10 @@ import io
 import json
 import tarfile
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiodocker
-import aiohttp
-from aiodocker.events import DockerEvents
-from aiodocker.exceptions import DockerError
+if TYPE_CHECKING:
+    import aiodocker
 
 __all__ = ["Engine", "EngineError", "NameClash", "parse_auths"]
 
@@ -64,6 +65,10 @@ def parse_auths(text: str | None) -> dict[str, dict[str, str]]:
     return auths
 
 
+def _import_client() -> None:
+    import aiodocker  # noqa: F401  (into sys.modules, off the event loop)
+
+
 class Engine:
     """One Docker engine, reached lazily (creating the runner never needs the engine to be up)."""
 
@@ -74,24 +79,39 @@ class Engine:
 
     @property
     def docker(self) -> aiodocker.Docker:
+        """The client; only within a call (:meth:`_call`, :meth:`events`), which opens it."""
         if self._docker is None:
-            timeout = aiohttp.ClientTimeout(sock_connect=_CONNECT_TIMEOUT)
-            self._docker = aiodocker.Docker(url=self.url, timeout=timeout)
+            raise RuntimeError("the Docker client is opened by the first engine call")
         return self._docker
+
+    async def _open(self) -> None:
+        if self._docker is None:
+            await asyncio.to_thread(_import_client)
+            import aiodocker
+            import aiohttp
+
+            timeout = aiohttp.ClientTimeout(sock_connect=_CONNECT_TIMEOUT)
+            self._docker = self._docker or aiodocker.Docker(url=self.url, timeout=timeout)
 
     @contextlib.asynccontextmanager
     async def _call(self, what: str, timeout: float = _CALL_TIMEOUT) -> AsyncIterator[None]:
         try:
             async with asyncio.timeout(timeout):
+                await self._open()
                 yield
-        except DockerError as exc:
-            if exc.status == 900:
-                raise EngineError(f"cannot reach the Docker engine at {self.url} ({what})") from None
-            raise EngineError(f"{what}: {exc.message}") from None
         except TimeoutError:
             raise EngineError(f"{what}: the Docker engine at {self.url} did not answer in time") from None
-        except aiohttp.ClientError as exc:
-            raise EngineError(f"{what}: lost the Docker engine at {self.url}: {exc}") from None
+        except Exception as exc:
+            import aiohttp
+            from aiodocker.exceptions import DockerError
+
+            if isinstance(exc, DockerError):
+                if exc.status == 900:
+                    raise EngineError(f"cannot reach the Docker engine at {self.url} ({what})") from None
+                raise EngineError(f"{what}: {exc.message}") from None
+            if isinstance(exc, aiohttp.ClientError):
+                raise EngineError(f"{what}: lost the Docker engine at {self.url}: {exc}") from None
+            raise
 
     async def ping(self) -> None:
         async with self._call("ping"):
@@ -194,6 +214,10 @@ class Engine:
 
     async def events(self, filters: Mapping[str, list[str]], since: float) -> AsyncIterator[dict[str, Any]]:
         """The engine's event stream from ``since`` (unix time) on; ends or raises when it drops."""
+        await self._open()
+        from aiodocker.events import DockerEvents
+        from aiodocker.exceptions import DockerError
+
         stream = DockerEvents(self.docker)  # type: ignore[no-untyped-call]
         subscriber = stream.subscribe(create_task=False)  # type: ignore[no-untyped-call]
         task = asyncio.ensure_future(stream.run(filters=json.dumps(filters), since=f"{since:.9f}"))
