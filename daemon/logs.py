@@ -14,6 +14,8 @@ __all__ = ["configure", "redact"]
 
 _SECRET_KEY = re.compile(r"token|secret|password|passwd|credential|authorization|access.?key", re.I)
 _URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]+:)[^@\s]+@")
+#: Libraries whose debug lines hold raw AMQP frames, which no redaction can read into.
+_FRAME_DUMPERS = ("aiormq", "aio_pika")
 
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -63,4 +65,6 @@ def configure(*, fmt: str = "auto", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    for name in _FRAME_DUMPERS:  # at debug they print whole frames: command bodies, tokens and all
+        logging.getLogger(name).setLevel(max(numeric, logging.INFO))
     logging.captureWarnings(True)

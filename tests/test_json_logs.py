@@ -1,5 +1,6 @@
 """The daemon's JSON logs as an operator's log pipeline reads them: one JSON object per line, and every
-line about a job carries the job's uid as a field (so a search by uid finds the whole story)."""
+line about a job carries the job's uid as a field (so a search by uid finds the whole story); at
+debug level, the per-job lines included, and still no token."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from helpers import shell_job
 
 from daemon.client import JobdClient
 
+#: The jobs' DMSS token: in the command bodies, which the AMQP library's debug lines would print.
+TOKEN = "tok-debug-5e4d3c2b1a"
+
 
 async def test_every_line_is_one_object_and_every_line_about_a_job_names_it(
     vhost_url: str, tmp_path: Path
@@ -24,6 +28,7 @@ async def test_every_line_is_one_object_and_every_line_about_a_job_names_it(
             "DM_JOBD_AMQP_URL": vhost_url,
             "DM_JOBD_STATE_DIR": str(tmp_path / "state"),
             "DM_JOBD_LOG_FORMAT": "json",
+            "DM_JOBD_LOG_LEVEL": "debug",  # every line, the per-job ones ("job accepted") included
             "DM_JOBD_ENABLE_SHELL": "1",
         }
     )
@@ -40,7 +45,8 @@ async def test_every_line_is_one_object_and_every_line_about_a_job_names_it(
     try:
         async with await JobdClient.connect(vhost_url) as client:
             jobs = [
-                await client.submit(shell_job(s)) for s in ("echo fine", "echo oops; exit 3", "sleep 300")
+                await client.submit(shell_job(s), token=TOKEN)
+                for s in ("echo fine", "echo oops; exit 3", "sleep 300")
             ]
             uids.update(job.uid for job in jobs)
             await jobs[-1].stop()
@@ -64,3 +70,4 @@ async def test_every_line_is_one_object_and_every_line_about_a_job_names_it(
     assert len(about_jobs) >= len(uids), "the jobs were logged"
     unnamed = [r for r in about_jobs if r.get("uid") not in uids]
     assert unnamed == [], "a line about a job without its uid as a field"
+    assert not [line for line in lines if TOKEN in line], "at debug too, no line holds a token"
