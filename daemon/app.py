@@ -223,12 +223,12 @@ class Daemon:
         store_id = await self._refuse_another_store()  # before it resumes, schedules or consumes anything
         self._on_close("job leases", self.leases.release)  # after the watchers have stopped
         self._on_close("job watchers", self.supervisor.close)
-        resumed = len(await self.leases.adopt(mine=True))
+        resumed = await self.leases.take(mine=True)  # leased now, watched once consuming
         self._task("job leases", self.leases.run())
         self._task("runner cleanup", self.supervisor.reconcile(self.registry.runners()))
         self._task("retention", self.retention.run())
         self._serve_metrics()
-        schedules = await self._start_scheduler()
+        await self._start_scheduler()
         responder = await self.bus.answer_identify(self.presence.identity(store_id))  # before consuming
         self._on_close("identity", responder.close)
         self.consumer = consumer = await self.bus.consume(
@@ -242,11 +242,12 @@ class Daemon:
         self._on_close("replica table", self.presence.leave)
         await self.presence.beat()  # on the table, and healthy to `dm-jobd health`, before "ready"
         self._task("heartbeat", self.presence.run())
+        self._task("resumed jobs", self.leases.watch(resumed))
+        self.scheduler.start()  # loads the schedules meanwhile: the store's first reads are the beat's
         self.log.info(
             "dm-jobd ready",
             store=self.store.describe,
-            resumed=resumed,
-            schedules=schedules,
+            resumed=len(resumed),
             runners=[e.type for e in self.registry.entries() if e.runner is not None],
         )
 
@@ -314,14 +315,12 @@ class Daemon:
         self._holder = await self.bus.holder()
         self._on_close("hold channel", self._holder.close)
 
-    async def _start_scheduler(self) -> int:
+    async def _start_scheduler(self) -> None:
         self._on_close("fire claims", self._release_fire_claims)  # after the scheduler has stopped
-        schedules = await self.scheduler.start()
         self._on_close("scheduler", self.scheduler.close)
         self._schedule_events = await self.bus.subscribe(["schedule.*.*"])
         self._on_close("schedule events", self._schedule_events.close)
         self._task("schedule follower", self._follow_schedules(self._schedule_events))
-        return schedules
 
     async def stop(self) -> None:
         """Stop consuming, finish the commands in hand, flush events; running jobs keep running.

@@ -82,6 +82,30 @@ async def test_a_restarted_daemon_re_attaches_its_running_jobs(
     assert gate.started == [uid], "started once, re-attached after the restart"
 
 
+async def test_a_restart_over_more_jobs_than_a_batch_answers_at_once_and_re_attaches_them_all(
+    make_daemon: Callable[..., Daemon], bus: MemoryBus, gate: Gate
+) -> None:
+    """The jobs to resume are leased before the daemon consumes and watched a batch per turn after:
+    a command is answered while they are being re-attached, and none is left out or started again."""
+    async with make_daemon() as first:
+        uids = [(await start(bus, job(GATE)))["uid"] for _ in range(600)]
+        await poll(lambda: _value(first.supervisor.watching), lambda n: n == len(uids))
+    async with make_daemon() as second:
+        assert second.supervisor.watching < len(uids), "ready before every watch began"
+        status = await bus.request("job.status", {"uid": uids[-1]})
+        assert status["ok"] and status["status"] == "running"
+        await poll(lambda: _value(second.supervisor.watching), lambda n: n == len(uids))
+        for uid in uids:
+            gate.open(uid)
+        for uid in uids:
+            await bus.wait_for_event(ended(uid))
+    assert sorted(gate.started) == sorted(uids), "each started once, re-attached after the restart"
+
+
+async def _value(n: int) -> int:
+    return n
+
+
 async def test_events_wait_in_the_outbox_while_the_bus_is_away(core: Daemon, bus: MemoryBus) -> None:
     bus.available = False
     uid = (await start(bus, job(NOOP)))["uid"]

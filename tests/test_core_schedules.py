@@ -135,3 +135,24 @@ async def test_a_trigger_fires_now_under_the_overlap_policy(core: Daemon, bus: M
     run = (await bus.request("schedule.show", {"uid": uid}))["schedule"]["runs"][0]["uid"]
     event = await bus.wait_for_event(ended(run))
     assert event["data"]["schedule"] == uid
+
+
+async def test_a_restarted_daemon_loads_its_schedules_after_consuming_and_keeps_what_changed_meanwhile(
+    make_daemon: Callable[..., Daemon], bus: MemoryBus, clock: ManualClock
+) -> None:
+    """The load runs beside the commands: a schedule a command took off the books while the store was
+    read stays off, and the others fire as before."""
+    async with make_daemon() as first:
+        kept = (await start(bus, recurring("* * * * *")))["uid"]
+        paused = (await start(bus, recurring("* * * * *")))["uid"]
+        assert first.scheduler.scheduled == 2
+    second = make_daemon()
+    async with second:
+        assert not second.scheduler.loaded.is_set(), "ready before the schedules are read"
+        second.scheduler.reschedule(paused, None)  # what a pause's commit does, while the read is out
+        await second.scheduler.loaded.wait()
+        assert second.scheduler.scheduled == 1
+        await clock.sleeping()
+        await clock.advance(60)
+        await poll(lambda: completed_runs(bus, kept), lambda n: n == 1)
+        assert fires(bus, paused) == []

@@ -14,6 +14,7 @@ a replica that can reach it starts and adopts it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -87,17 +88,28 @@ class Leases:
 
         ``mine`` at start: also the jobs leased to this replica's id before it restarted.
         """
+        records = await self.take(mine=mine)
+        await self.watch(records)
+        return records
+
+    async def take(self, *, mine: bool = False) -> Sequence[JobRecord]:
+        """Lease every job nobody holds that this replica can reach, without watching them yet."""
         anywhere, on_host = self._reach()
         now = self.clock.now()
         until = now + timedelta(seconds=self.ttl)
-        records = await self.store.adopt(
+        return await self.store.adopt(
             self.owner, self.host, until=until, now=now, anywhere=anywhere, on_host=on_host, mine=mine
         )
-        for record in records:
-            if self._note is not None and record.message and record.message.startswith(STRANDED):
-                await self._note(record.uid, f"adopted by replica {self.owner}")
-            self._launch(record)
-        return records
+
+    async def watch(self, records: Sequence[JobRecord], *, batch: int = 500) -> None:
+        """Watch jobs taken, ``batch`` of them per turn of the loop: at start, 10,000 jobs to resume
+        would otherwise hold the loop (and the commands waiting) for their first polls."""
+        for start in range(0, len(records), batch):
+            for record in records[start : start + batch]:
+                if self._note is not None and record.message and record.message.startswith(STRANDED):
+                    await self._note(record.uid, f"adopted by replica {self.owner}")
+                self._launch(record)
+            await asyncio.sleep(0)  # a turn for the rest of the loop, not a synchronisation
 
     async def report_stranded(self, limit: int = 100) -> int:
         """Say in their message which jobs nobody has held for two lease periods; how many were new."""
