@@ -641,7 +641,7 @@ class Replier:
                 batch = [suspect]
             else:
                 batch, self._pending = self._pending, []
-            outcomes = await asyncio.gather(*(self._publish(channel, r) for r in batch))
+            outcomes = await self._publish(channel, batch)
             failed = [r for r, error in zip(batch, outcomes, strict=True) if error is not None]
             if not failed:
                 continue
@@ -674,21 +674,25 @@ class Replier:
         self._channel = await connection.channel(publisher_confirms=True)
         return self._channel
 
-    async def _publish(self, channel: AbstractChannel, reply: _Reply) -> BaseException | None:
-        message = aio_pika.Message(
-            reply.body,
-            content_type=JSON_CONTENT_TYPE,
-            correlation_id=reply.correlation_id,
-            headers=dict(reply.headers) or None,
-        )
-        try:
-            # mandatory off: a direct reply-to answer bounces otherwise; a vanished queue just drops it
-            await channel.default_exchange.publish(
-                message, routing_key=reply.reply_to, mandatory=False, timeout=self._timeout
+    async def _publish(self, channel: AbstractChannel, batch: Sequence[_Reply]) -> list[BaseException | None]:
+        """The answers, many to a socket write; for each, why it failed (None: confirmed)."""
+        messages = [
+            (
+                reply.reply_to,
+                reply.body,
+                spec.Basic.Properties(
+                    content_type=JSON_CONTENT_TYPE,
+                    correlation_id=reply.correlation_id,
+                    headers=dict(reply.headers) or None,
+                ),
             )
-        except Exception as exc:
-            return exc
-        return None
+            for reply in batch
+        ]
+        # mandatory off: a direct reply-to answer bounces otherwise; a vanished queue just drops it
+        try:
+            return await asyncio.wait_for(_publish_outcomes(channel, "", messages), self._timeout)
+        except TimeoutError as exc:
+            return [exc] * len(batch)
 
     async def _reset(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
@@ -743,21 +747,42 @@ async def _publish_all(
     It keeps aiormq's own books (delivery tags, confirmations, message ids of returnable messages),
     so confirms, nacks and returns resolve as they do for ``basic_publish``.
     """
+    return [
+        error is None for error in await _publish_outcomes(channel, exchange, messages, mandatory=mandatory)
+    ]
+
+
+async def _publish_outcomes(
+    channel: AbstractChannel,
+    exchange: str,
+    messages: Sequence[tuple[str, bytes, spec.Basic.Properties]],
+    *,
+    mandatory: bool = False,
+) -> list[BaseException | None]:
+    """:func:`_publish_all`, with why each one failed: None where the broker confirmed."""
     try:
         raw = cast(aiormq.Channel, await channel.get_underlay_channel())
-    except Exception:
-        return [False] * len(messages)
+    except Exception as exc:
+        return [exc] * len(messages)
     confirmations: list[asyncio.Future[Any]] = []
+    unwritten: BaseException | None = None
     for start in range(0, len(messages), PUBLISH_SLICE):
         try:
-            confirmations += await _write_slice(
-                raw, exchange, messages[start : start + PUBLISH_SLICE], mandatory
-            )
-        except Exception:  # the channel closed: what was not written is not confirmed
+            part = messages[start : start + PUBLISH_SLICE]
+            confirmations += await _write_slice(raw, exchange, part, mandatory)
+        except Exception as exc:  # the channel closed: what was not written is not confirmed
+            unwritten = exc
             break
     outcomes = await asyncio.gather(*confirmations, return_exceptions=True)
-    confirmed = [isinstance(outcome, spec.Basic.Ack) for outcome in outcomes]
-    return confirmed + [False] * (len(messages) - len(confirmed))
+    errors: list[BaseException | None] = [
+        None
+        if isinstance(outcome, spec.Basic.Ack)
+        else outcome
+        if isinstance(outcome, BaseException)
+        else aiormq.exceptions.DeliveryError(None, outcome)  # a nack, or a return (mandatory)
+        for outcome in outcomes
+    ]
+    return errors + [unwritten] * (len(messages) - len(errors))
 
 
 async def _write_slice(
