@@ -840,27 +840,29 @@ class ConfirmedPublisher:
         self._exchange_name = exchange
         self._content_type = content_type
         self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
+        #: The exchange is declared on ``_channel`` (publishes name it; the object is not needed).
+        self._declared = False
 
     async def start(self) -> None:
         self._channel = await self._connection.channel(publisher_confirms=True)
-        self._exchange = await self._channel.declare_exchange(
-            self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        await self._channel.declare_exchange(self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True)
+        self._declared = True
 
     async def _heal(self) -> None:
         """Open a fresh channel when the robust one did not come back with its connection."""
+        self._declared = False
         self._channel = await _replace_channel(self._connection, self._channel, confirms=True)
         try:
-            self._exchange = await self._channel.declare_exchange(
+            await self._channel.declare_exchange(
                 self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
             )
+            self._declared = True
         except Exception as exc:
             raise AmqpUnavailable(f"cannot declare {self._exchange_name}: {exc}") from exc
 
     async def publish(self, messages: Sequence[Outgoing]) -> list[bool]:
         """Publish all, wait for every confirm; ``True`` where the broker confirmed."""
-        if self._exchange is None or self._channel is None or self._channel.is_closed:
+        if not self._declared or self._channel is None or self._channel.is_closed:
             await self._heal()  # AmqpUnavailable while the connection is down
         assert self._channel is not None
         content_type = self._content_type

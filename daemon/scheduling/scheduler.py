@@ -90,10 +90,10 @@ class Scheduler:
         self._direct: set[str] = set()
         #: Schedules being fired now, with the instant: an event that still shows that instant is stale.
         self._firing_at: dict[str, datetime] = {}
-        #: Until the schedules are loaded: those rescheduled meanwhile, which the load leaves as they are.
-        self._loading: set[str] | None = set()
         #: Set once the store's schedules are loaded.
         self.loaded = asyncio.Event()
+        #: Until then: those rescheduled meanwhile, which the load leaves as they are.
+        self._changed_while_loading: set[str] = set()
 
     # -- the heap ----------------------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ class Scheduler:
         """The store's schedules, except those changed while they were read: what a command or an
         event said of a schedule meanwhile (:meth:`reschedule`) is newer than the read."""
         rows = await self.store.schedules()
-        changed, self._loading = self._loading or set(), None
+        changed, self._changed_while_loading = self._changed_while_loading, set()
         for uid, state, next_fire in rows:
             if state == ScheduleState.ACTIVE and next_fire is not None and uid not in changed:
                 self._push(uid, next_fire)
@@ -134,8 +134,8 @@ class Scheduler:
 
     def reschedule(self, uid: str, when: datetime | None) -> None:
         """A schedule changed: its next fire is ``when`` (None: not scheduled any more)."""
-        if self._loading is not None:
-            self._loading.add(uid)
+        if not self.loaded.is_set():
+            self._changed_while_loading.add(uid)
         self._firing_at.pop(uid, None)
         if when is None:
             self._next.pop(uid, None)  # its heap entry is now stale and is dropped when popped
